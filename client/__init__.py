@@ -1,0 +1,1 @@
+"""comity client: an async library and the ``comity`` command line over it."""

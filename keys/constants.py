@@ -1,0 +1,37 @@
+"""Named limits and durations of the trust core, in one place."""
+
+SECOND = 1
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+
+#: format version carried by envelopes, invites and streams
+PROTOCOL_VERSION = 1
+
+# Handles: lowercase letters, digits, "-" and "."; 3-64 characters.
+HANDLE_MIN = 3
+HANDLE_MAX = 64
+HANDLE_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,62}[a-z0-9]$"
+
+#: network names follow the handle rules
+NETWORK_NAME_PATTERN = HANDLE_PATTERN
+
+ROLES = ("admin", "member")
+
+MAX_DISPLAY_NAME = 200
+MAX_ORGANISATION = 200
+COUNTRY_PATTERN = r"^[A-Z]{2}$"
+
+# Default network policy (the genesis entry may set others within the bounds).
+DEFAULT_RETENTION = 30 * DAY
+DEFAULT_KEY_MAX_AGE = 90 * DAY
+DEFAULT_KEY_GRACE = 30 * DAY
+DEFAULT_MAX_RECIPIENTS = 500
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_ATTACHMENT_BYTES = 64 * 1024**3
+DEFAULT_MAX_ATTACHMENTS = 100
+
+#: hard ceilings no policy may exceed
+MAX_RECIPIENTS = 500
+MAX_ATTACHMENTS = 1000
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024

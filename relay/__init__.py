@@ -1,0 +1,1 @@
+"""comity-relay: the store-and-forward server. It holds only ciphertext and signed public records."""
