@@ -11,7 +11,7 @@ PROTOCOL_VERSION = 1
 # Handles: lowercase letters, digits, "-" and "."; 3-64 characters.
 HANDLE_MIN = 3
 HANDLE_MAX = 64
-HANDLE_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,62}[a-z0-9]$"
+HANDLE_PATTERN = r"[a-z0-9][a-z0-9.-]{1,62}[a-z0-9]"  # use with re.fullmatch
 
 #: network names follow the handle rules
 NETWORK_NAME_PATTERN = HANDLE_PATTERN
@@ -20,7 +20,7 @@ ROLES = ("admin", "member")
 
 MAX_DISPLAY_NAME = 200
 MAX_ORGANISATION = 200
-COUNTRY_PATTERN = r"^[A-Z]{2}$"
+COUNTRY_PATTERN = r"[A-Z]{2}"  # use with re.fullmatch
 
 # Default network policy (the genesis entry may set others within the bounds).
 DEFAULT_RETENTION = 30 * DAY
@@ -35,3 +35,16 @@ DEFAULT_MAX_ATTACHMENTS = 100
 MAX_RECIPIENTS = 500
 MAX_ATTACHMENTS = 1000
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# Message header and attachment manifest limits: generous for real use, small
+# enough that a terminal line or a file name stays sane.
+MAX_SUBJECT = 300
+MAX_REFERENCE = 200
+MAX_LEGAL_BASIS = 1000
+MAX_HANDLING = 200
+#: BCP 47 asks implementations to accept tags of at least 35 characters
+MAX_LANGUAGE = 35
+#: most file systems cap a file name at 255
+MAX_ATTACHMENT_NAME = 255
+MAX_MEDIA_TYPE = 255
+MAX_BLOB_ID = 128

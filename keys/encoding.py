@@ -134,7 +134,7 @@ def b64d(text: str, *, length: int | None = None, what: str = "value") -> bytes:
     Refuses padding, the standard alphabet, white space and non-canonical
     trailing bits, so every byte string has exactly one accepted encoding.
     """
-    if not isinstance(text, str) or not _B64URL_RE.match(text) or len(text) % 4 == 1:
+    if not isinstance(text, str) or not _B64URL_RE.fullmatch(text) or len(text) % 4 == 1:
         raise EncodingError(f"{what} is not valid base64url")
     try:
         data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -149,14 +149,14 @@ def b64d(text: str, *, length: int | None = None, what: str = "value") -> bytes:
 
 def signing_input(purpose: str, record: Any) -> bytes:
     """The exact bytes an Ed25519 signature covers for ``record`` under ``purpose``."""
-    if not _PURPOSE_RE.match(purpose):
+    if not _PURPOSE_RE.fullmatch(purpose):
         raise EncodingError(f"invalid signature purpose {purpose!r}")
     return DOMAIN_PREFIX + purpose.encode("ascii") + b"\x00" + canonical(record)
 
 
 def domain_label(purpose: str) -> bytes:
     """``comity/v1/<purpose>`` as bytes, for KDF labels and HPKE info strings."""
-    if not _PURPOSE_RE.match(purpose):
+    if not _PURPOSE_RE.fullmatch(purpose):
         raise EncodingError(f"invalid label {purpose!r}")
     return DOMAIN_PREFIX + purpose.encode("ascii")
 

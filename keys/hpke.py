@@ -139,6 +139,8 @@ def make_key_record(identity: IdentityKey, public: EncryptionPublicKey, *,
 def check_key_record_shape(record: Any, *, signed: bool = True) -> None:
     required = KEY_RECORD_FIELDS | ({"sig"} if signed else set())
     require_fields(record, required, what="encryption key record", error=KeyFormatError)
+    if signed and not isinstance(record["sig"], str):
+        raise KeyFormatError("encryption key record: sig must be base64url text")
     if record["kem"] != KEM_NAME:
         raise KeyFormatError(f"unsupported KEM {record['kem']!r}; only {KEM_NAME}")
     for name in ("version", "created", "not_after"):

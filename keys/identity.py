@@ -65,9 +65,11 @@ class IdentityPublicKey:
         if isinstance(signature, str):
             try:
                 signature = b64d(signature, length=SIGNATURE_BYTES, what="signature")
-            except Exception:
+            except EncodingError:
                 raise SignatureError(reason="bad-signature") from None
-        self.verify_raw(signing_input(purpose, record), signature)
+        if not isinstance(signature, (bytes, bytearray)):
+            raise SignatureError(reason="bad-signature")
+        self.verify_raw(signing_input(purpose, record), bytes(signature))
 
     def fingerprint(self) -> bytes:
         return fingerprint(self.raw)

@@ -80,3 +80,10 @@ def test_secrets_not_in_repr():
 def test_bad_public_keys(raw):
     with pytest.raises(KeyFormatError):
         IdentityPublicKey(raw)
+
+
+@pytest.mark.parametrize("signature", [5, None, ["x"], {"sig": "x"}])
+def test_verify_refuses_signature_of_wrong_type(signature):
+    key = IdentityKey.generate()
+    with pytest.raises(SignatureError):
+        key.public.verify("message", {}, signature)

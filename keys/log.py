@@ -1,0 +1,503 @@
+"""The membership log: signed, hash-chained entries from which every client derives the roster.
+
+Wire format and rules are in docs/protocol.md §4. In short, an entry is
+``{"seq", "prev", "kind", "time", "body", "signatures": [{"key", "sig"}]}``;
+each signature covers the entry without ``signatures`` under purpose
+``log-entry``; the entry hash is SHA-256 of the canonical *full* entry, so the
+chain commits to the signatures too; the hash of entry 0 (genesis) is the
+network fingerprint that members pin out of band.
+
+``LogVerifier`` checks one entry at a time against the state left by the
+entries before it and applies it only if every rule holds, so a refused entry
+changes nothing. It keeps each member's versions by seq, so ``roster_at(seq)``
+is a lookup, not a replay. Every refusal is a ``LogError`` whose ``reason``
+is a stable code (listed in docs/protocol.md §4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from bisect import bisect_right
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Any, Iterable
+
+from . import constants as C
+from .encoding import MAX_SAFE_INTEGER, b64e, canonical, require_fields
+from .errors import KeysError, LogError
+from .hpke import EncryptionPublicKey, verify_key_record
+from .identity import IdentityKey, IdentityPublicKey, format_fingerprint
+from .roster import Member, Policy, Roster
+
+#: signature purpose: domain separation, so a log signature never passes as a message or receipt
+ENTRY_PURPOSE = "log-entry"
+#: SHA-256 digest size: entry hashes, ``prev`` and the network fingerprint
+HASH_BYTES = 32
+#: rotate-identity-key needs three signers; a little room for co-signing admins, and a cap on
+#: the Ed25519 work one hostile entry can demand
+MAX_SIGNATURES = 8
+
+ADMIN_KINDS = ("add-member", "remove-member", "set-role", "set-policy")
+KINDS = ("genesis", *ADMIN_KINDS, "rotate-encryption-key", "rotate-identity-key")
+
+Signers = tuple[IdentityPublicKey, ...]
+
+ENTRY_FIELDS = {"seq", "prev", "kind", "time", "body", "signatures"}
+MEMBER_FIELDS = {"handle", "name", "country", "organisation", "role", "identity_key",
+                 "encryption_key"}
+
+#: policy field -> (lowest, highest) accepted value. Every field is required: filling a gap from
+#: today's defaults would let a later release change the meaning of an old log.
+POLICY_BOUNDS = {
+    "retention": (C.HOUR, MAX_SAFE_INTEGER),
+    "key_max_age": (C.DAY, MAX_SAFE_INTEGER),
+    "key_grace": (0, MAX_SAFE_INTEGER),          # 0: destroy an old private key at rotation
+    "max_recipients": (1, C.MAX_RECIPIENTS),
+    "max_message_bytes": (1024, C.MAX_MESSAGE_BYTES),
+    "max_attachment_bytes": (0, MAX_SAFE_INTEGER),
+    "max_attachments": (0, C.MAX_ATTACHMENTS),   # 0: the network allows no attachments
+}
+
+# C0/C1 controls and bidirectional overrides/isolates: they can make one name print as another.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _refuse(reason: str, message: str) -> LogError:
+    return LogError(message, reason=reason)
+
+
+def _bad(message: str) -> LogError:
+    return _refuse("bad-entry", message)
+
+
+# -- building entries ---------------------------------------------------------
+
+def entry_hash(entry: dict) -> bytes:
+    """SHA-256 of the canonical entry, signatures included."""
+    return hashlib.sha256(canonical(entry)).digest()
+
+
+def signed_content(entry: dict) -> dict:
+    """What each signature of ``entry`` covers: every field but ``signatures``."""
+    return {k: v for k, v in entry.items() if k != "signatures"}
+
+
+def default_policy() -> dict:
+    return {
+        "retention": C.DEFAULT_RETENTION,
+        "key_max_age": C.DEFAULT_KEY_MAX_AGE,
+        "key_grace": C.DEFAULT_KEY_GRACE,
+        "max_recipients": C.DEFAULT_MAX_RECIPIENTS,
+        "max_message_bytes": C.DEFAULT_MAX_MESSAGE_BYTES,
+        "max_attachment_bytes": C.DEFAULT_MAX_ATTACHMENT_BYTES,
+        "max_attachments": C.DEFAULT_MAX_ATTACHMENTS,
+    }
+
+
+def member_record(identity_key: IdentityPublicKey, encryption_key: dict, *, handle: str,
+                  name: str, country: str = "", organisation: str = "",
+                  role: str = "member") -> dict:
+    """The member record of genesis and add-member (``encryption_key``: a signed key record)."""
+    return {"handle": handle, "name": name, "country": country, "organisation": organisation,
+            "role": role, "identity_key": identity_key.b64(), "encryption_key": encryption_key}
+
+
+def make_entry(prev: dict | bytes | None, seq: int, kind: str, body: dict, time: int,
+               signers: Iterable[IdentityKey]) -> dict:
+    """Build and sign an entry. ``prev``: the previous entry or its hash (None for genesis).
+
+    Signatures are sorted by key, the only order a verifier accepts, so one set of
+    signers gives exactly one entry hash.
+    """
+    if isinstance(prev, dict):
+        prev = entry_hash(prev)
+    unsigned = {"seq": seq, "prev": None if prev is None else b64e(prev), "kind": kind,
+                "time": time, "body": body}
+    signatures = [{"key": k.public.b64(), "sig": k.sign_b64(ENTRY_PURPOSE, unsigned)}
+                  for k in signers]
+    return {**unsigned, "signatures": sorted(signatures, key=lambda s: s["key"])}
+
+
+def make_genesis(admin_identity: IdentityKey, network: str, admin_member_record: dict,
+                 policy: dict, time: int) -> dict:
+    body = {"network": network, "policy": policy, "admin": admin_member_record}
+    return make_entry(None, 0, "genesis", body, time, [admin_identity])
+
+
+# -- checking records ---------------------------------------------------------
+
+def _fields(record: Any, required: set[str], what: str) -> dict:
+    return require_fields(record, required, what=what, error=_bad)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _handle(value: Any, what: str = "handle") -> str:
+    # fullmatch, as constants.py asks: the whole string, no trailing newline
+    if not isinstance(value, str) or not re.fullmatch(C.HANDLE_PATTERN, value):
+        raise _bad(f"{what} {value!r} is not valid: use 3-64 characters a-z, 0-9, '.' and '-', "
+                   "starting and ending with a letter or digit")
+    return value
+
+
+def _role(value: Any) -> str:
+    if value not in C.ROLES:
+        raise _bad(f"role must be one of {', '.join(C.ROLES)}, not {value!r}")
+    return value
+
+
+def _text(value: Any, what: str, low: int, high: int) -> str:
+    if not isinstance(value, str) or not low <= len(value) <= high:
+        raise _bad(f"{what} must be text of {low} to {high} characters")
+    if _UNPRINTABLE.search(value):
+        raise _bad(f"{what} contains control or text-direction characters")
+    return value
+
+
+def _identity(value: Any) -> IdentityPublicKey:
+    try:
+        return IdentityPublicKey.from_b64(value)
+    except KeysError as exc:
+        raise _bad(f"identity key refused: {exc.message}") from None
+
+
+def _key_record(record: Any, identity: IdentityPublicKey, time: int
+                ) -> tuple[int, EncryptionPublicKey, int]:
+    if isinstance(record, dict) and not isinstance(record.get("sig", ""), str):
+        raise _bad("encryption key record: sig must be base64url text")  # else a TypeError below
+    try:
+        key = verify_key_record(record, identity)
+    except KeysError as exc:
+        raise _bad(f"encryption key record refused ({exc.message}): it must be signed by "
+                   "the identity key it is published for") from None
+    if record["not_after"] <= time:
+        raise _bad("encryption key record had expired before the entry's time: generate a new key")
+    return record["version"], key, record["not_after"]
+
+
+def parse_policy(value: Any) -> Policy:
+    """Check a policy object (every field, within ``POLICY_BOUNDS``) and return a ``Policy``."""
+    _fields(value, set(POLICY_BOUNDS), "policy")
+    for name, (low, high) in POLICY_BOUNDS.items():
+        if not _is_int(value[name]) or not low <= value[name] <= high:
+            raise _bad(f"policy {name} must be an integer from {low} to {high}")
+    return Policy(**value)
+
+
+def _parse_member(record: Any, seq: int, time: int) -> Member:
+    _fields(record, MEMBER_FIELDS, "member record")
+    country = record["country"]
+    if not isinstance(country, str) or (country and not re.fullmatch(C.COUNTRY_PATTERN, country)):
+        raise _bad(f"country must be an ISO 3166 alpha-2 code such as 'ES', or '', not {country!r}")
+    identity = _identity(record["identity_key"])
+    version, key, not_after = _key_record(record["encryption_key"], identity, time)
+    return Member(
+        handle=_handle(record["handle"]),
+        name=_text(record["name"], "name", 1, C.MAX_DISPLAY_NAME),
+        country=country,
+        organisation=_text(record["organisation"], "organisation", 0, C.MAX_ORGANISATION),
+        role=_role(record["role"]), identity_key=identity,
+        encryption_key=key, encryption_key_version=version, encryption_key_not_after=not_after,
+        added_seq=seq, encryption_keys=MappingProxyType({version: key}))
+
+
+def _with_key(member: Member, version: int, key: EncryptionPublicKey, not_after: int) -> Member:
+    if version <= member.encryption_key_version:
+        raise _bad(f"encryption key version {version} is not newer than {member.handle}'s "
+                   f"current version {member.encryption_key_version}")
+    if key in member.encryption_keys.values():
+        raise _bad(f"{member.handle} published this encryption key before: generate a new one")
+    keys = MappingProxyType({**member.encryption_keys, version: key})
+    return replace(member, encryption_key=key, encryption_key_version=version,
+                   encryption_key_not_after=not_after, encryption_keys=keys)
+
+
+@dataclass(frozen=True)
+class _Change:
+    """What one verified entry changes; applied only after every check passed."""
+    member: Member | None = None
+    policy: Policy | None = None
+    network: str | None = None
+
+
+# -- the verifier -------------------------------------------------------------
+
+class LogVerifier:
+    """Verifies a network's log entry by entry and answers roster queries at any verified seq."""
+
+    def __init__(self, pinned_genesis_hash: bytes):
+        if not isinstance(pinned_genesis_hash, bytes) or len(pinned_genesis_hash) != HASH_BYTES:
+            raise ValueError("a network fingerprint is a 32-byte SHA-256 hash")
+        self._pinned = pinned_genesis_hash
+        self._network = ""
+        self._hashes: list[bytes] = []               # entry hash by seq
+        self._last_time = 0
+        self._members: dict[str, Member] = {}        # current version of every member ever added
+        self._history: dict[str, tuple[list[int], list[Member]]] = {}  # handle -> (seqs, versions)
+        self._handles: list[str] = []                # handles in order of addition...
+        self._added: list[int] = []                  # ...and the seq that added each
+        self._keys: dict[IdentityPublicKey, str] = {}  # every identity key ever used -> handle
+        self._admins: set[str] = set()               # active admins now
+        self._policy_seqs: list[int] = []
+        self._policies: list[Policy] = []
+        self._current: Roster | None = None          # cached roster at self.seq
+
+    @property
+    def seq(self) -> int:
+        """Seq of the last verified entry; -1 before genesis."""
+        return len(self._hashes) - 1
+
+    @property
+    def roster(self) -> Roster:
+        if self._current is None:
+            self._current = self.roster_at(self.seq)
+        return self._current
+
+    def hash_at(self, seq: int) -> bytes:
+        self._check_seq(seq)
+        return self._hashes[seq]
+
+    def roster_at(self, seq: int) -> Roster:
+        """The roster right after entry ``seq``: a bisect per member, no replay."""
+        self._check_seq(seq)
+        if seq == self.seq and self._current is not None:
+            return self._current
+        members = {}
+        for handle in self._handles[:bisect_right(self._added, seq)]:
+            seqs, versions = self._history[handle]
+            members[handle] = versions[bisect_right(seqs, seq) - 1]
+        policy = self._policies[bisect_right(self._policy_seqs, seq) - 1]
+        return Roster(network=self._network, genesis_hash=self._hashes[0], seq=seq,
+                      head_hash=self._hashes[seq], policy=policy, members=members)
+
+    def _check_seq(self, seq: int) -> None:
+        if not _is_int(seq) or not 0 <= seq <= self.seq:
+            raise _refuse("unknown-seq", f"the log has no verified entry {seq} yet: "
+                          "fetch the membership log and try again")
+
+    def extend(self, entries: Iterable[dict]) -> None:
+        """Append entries in order; stops at the first refusal (the ones before it stay)."""
+        for entry in entries:
+            self.append(entry)
+
+    def append(self, entry: dict) -> None:
+        """Verify ``entry`` as the next one and apply it; a refused entry changes nothing."""
+        seq, digest, signers = self._check_frame(entry)
+        rule = self._RULES[entry["kind"]]
+        change = rule(self, seq, entry["time"], entry["body"], signers)
+        self._commit(seq, digest, entry["time"], change)
+
+    def _check_frame(self, entry: Any) -> tuple[int, bytes, Signers]:
+        """Shape, chain, time and signatures: every rule that does not depend on the kind."""
+        _fields(entry, ENTRY_FIELDS, "log entry")
+        try:
+            digest = entry_hash(entry)
+        except KeysError as exc:
+            raise _bad(f"log entry is not canonical JSON: {exc.message}") from None
+        seq, kind, prev, time = entry["seq"], entry["kind"], entry["prev"], entry["time"]
+        if not _is_int(seq) or seq < 0:
+            raise _bad("seq must be a non-negative integer")
+        expected = len(self._hashes)
+        if seq > expected:
+            raise _refuse("gap", f"entry {seq} arrived before entry {expected}: "
+                          "fetch the missing entries first")
+        if seq < expected:
+            if digest == self._hashes[seq]:
+                raise _refuse("duplicate-entry", f"entry {seq} is already verified: ask only for "
+                          f"entries after {expected - 1}")
+            raise _refuse("fork", f"entry {seq} differs from the one already verified: "
+                          "the log has been forked; report this to a network admin")
+        if kind not in KINDS or (kind == "genesis") != (seq == 0):
+            raise _bad(f"kind {kind!r} is not allowed at seq {seq}")
+        if seq == 0:
+            if digest != self._pinned:
+                raise _refuse("fork", "this genesis does not match the network fingerprint "
+                              "you pinned: check the fingerprint with your network admin")
+            if prev is not None:
+                raise _bad("genesis must have prev null")
+        elif not isinstance(prev, str):
+            raise _bad("prev must be the base64url hash of the previous entry")
+        elif prev != b64e(self._hashes[-1]):
+            raise _refuse("fork", f"entry {seq} does not chain to entry {seq - 1}: "
+                          "the log has been forked; report this to a network admin")
+        if not _is_int(time) or time < 0:
+            raise _bad("time must be a non-negative integer (unix seconds)")
+        if time < self._last_time:
+            raise _refuse("bad-time", f"entry {seq} is dated before entry {seq - 1}: "
+                          "a log's times never go backwards")
+        if not isinstance(entry["body"], dict):
+            raise _bad("body must be a JSON object")
+        return seq, digest, self._check_signatures(entry)
+
+    def _check_signatures(self, entry: dict) -> Signers:
+        """Verify every signature; return the signers in entry order (sorted, so reasons
+        are deterministic when several signers are wrong)."""
+        signatures = entry["signatures"]
+        if not isinstance(signatures, list) or not 1 <= len(signatures) <= MAX_SIGNATURES:
+            raise _bad(f"an entry carries 1 to {MAX_SIGNATURES} signatures")
+        for item in signatures:
+            _fields(item, {"key", "sig"}, "signature")
+            if not isinstance(item["sig"], str):
+                raise _bad("a signature must be base64url text")
+        keys = [item["key"] for item in signatures]
+        if any(not isinstance(k, str) for k in keys) or keys != sorted(set(keys)):
+            raise _bad("signatures must be sorted by key, one per key")
+        content, signers = signed_content(entry), []
+        for item in signatures:
+            key = _identity(item["key"])
+            try:
+                key.verify(ENTRY_PURPOSE, content, item["sig"])
+            except KeysError:
+                raise _refuse("bad-signature", f"a signature on entry {entry['seq']} does not "
+                              "verify: the entry was altered or signed by another key") from None
+            signers.append(key)
+        return tuple(signers)
+
+    # -- who may sign ----------------------------------------------------------
+
+    def _signer(self, key: IdentityPublicKey) -> Member:
+        """The active member whose current identity key is ``key``."""
+        handle = self._keys.get(key)
+        if handle is None:
+            raise _refuse("wrong-signer", "entry is signed by a key that belongs to no member "
+                          f"({format_fingerprint(key.fingerprint())})")
+        member = self._members[handle]
+        if not member.active:
+            raise _refuse("removed-member", f"{handle} was removed at entry "
+                          f"{member.removed_seq}: its keys can sign nothing")
+        if member.identity_key != key:
+            raise _refuse("wrong-signer", f"entry is signed by an identity key {handle} has "
+                          "replaced: a replaced key can sign nothing")
+        return member
+
+    def _require_admins(self, signers: Signers, kind: str) -> None:
+        for key in signers:
+            member = self._signer(key)
+            if not member.is_admin:
+                raise _refuse("wrong-signer", f"only an admin may sign {kind}; "
+                              f"{member.handle} is a {member.role}")
+
+    def _target(self, handle: Any) -> Member:
+        member = self._members.get(_handle(handle))
+        if member is None:
+            raise _refuse("unknown-member", f"there is no member {handle!r} in this network: "
+                          "check the handle")
+        if not member.active:
+            raise _refuse("removed-member", f"{handle} was removed at entry {member.removed_seq}: "
+                          "a removed member can no longer change or be changed")
+        return member
+
+    def _keep_an_admin(self, member: Member) -> None:
+        if member.is_admin and self._admins == {member.handle}:
+            raise _refuse("last-admin", f"{member.handle} is the last admin: make another "
+                          "member admin first, or the network could never change again")
+
+    # -- one method per kind: check the body and signers, return the change ------
+
+    def _genesis(self, seq: int, time: int, body: dict, signers: Signers) -> _Change:
+        _fields(body, {"network", "policy", "admin"}, "genesis body")
+        network = _handle(body["network"], "network name")
+        policy = parse_policy(body["policy"])
+        admin = _parse_member(body["admin"], seq, time)
+        if admin.role != "admin":
+            raise _bad("the genesis member must have role admin")
+        if signers != (admin.identity_key,):
+            raise _refuse("wrong-signer", "genesis must be signed by its admin's key alone")
+        return _Change(member=admin, policy=policy, network=network)
+
+    def _add_member(self, seq: int, time: int, body: dict, signers: Signers) -> _Change:
+        self._require_admins(signers, "add-member")
+        _fields(body, {"member"}, "add-member body")
+        member = _parse_member(body["member"], seq, time)
+        old = self._members.get(member.handle)
+        if old is not None:
+            raise _refuse("duplicate-handle", f"handle {member.handle} is already taken"
+                          + (" (by a removed member)" if not old.active else "")
+                          + ": handles are never reused, so choose another")
+        if member.identity_key in self._keys:
+            raise _refuse("duplicate-key", "this identity key is, or was, another member's: "
+                          "the new member must generate its own keys")
+        return _Change(member=member)
+
+    def _remove_member(self, seq: int, time: int, body: dict, signers: Signers) -> _Change:
+        self._require_admins(signers, "remove-member")
+        _fields(body, {"handle"}, "remove-member body")
+        member = self._target(body["handle"])
+        self._keep_an_admin(member)
+        return _Change(member=replace(member, removed_seq=seq))
+
+    def _set_role(self, seq: int, time: int, body: dict, signers: Signers) -> _Change:
+        self._require_admins(signers, "set-role")
+        _fields(body, {"handle", "role"}, "set-role body")
+        member = self._target(body["handle"])
+        role = _role(body["role"])
+        if role != "admin":
+            self._keep_an_admin(member)
+        return _Change(member=replace(member, role=role))
+
+    def _set_policy(self, seq: int, time: int, body: dict, signers: Signers) -> _Change:
+        self._require_admins(signers, "set-policy")
+        _fields(body, {"policy"}, "set-policy body")
+        return _Change(policy=parse_policy(body["policy"]))
+
+    def _rotate_encryption_key(self, seq: int, time: int, body: dict, signers: Signers) -> _Change:
+        _fields(body, {"handle", "encryption_key"}, "rotate-encryption-key body")
+        member = self._target(body["handle"])
+        others = [key for key in signers if key != member.identity_key]
+        if others:
+            other = self._signer(others[0])  # a removed or unknown signer gets its own reason
+            raise _refuse("wrong-signer", f"{other.handle} cannot rotate {member.handle}'s "
+                          "encryption key: a member rotates only its own")
+        version, key, not_after = _key_record(body["encryption_key"], member.identity_key, time)
+        return _Change(member=_with_key(member, version, key, not_after))
+
+    def _rotate_identity_key(self, seq: int, time: int, body: dict, signers: Signers) -> _Change:
+        _fields(body, {"handle", "identity_key", "encryption_key"}, "rotate-identity-key body")
+        member = self._target(body["handle"])
+        new = _identity(body["identity_key"])
+        if new in self._keys:
+            raise _refuse("duplicate-key", "the new identity key is, or was, a member's key: "
+                          "generate a fresh one")
+        # An admin rotating its own key needs no second admin: it already holds that power.
+        admin_signed = member.is_admin
+        for key in [k for k in signers if k not in (member.identity_key, new)]:
+            other = self._signer(key)
+            if not other.is_admin:
+                raise _refuse("wrong-signer", f"{other.handle} cannot sign {member.handle}'s "
+                              "identity rotation: only the member and an admin can")
+            admin_signed = True
+        if member.identity_key not in signers or new not in signers or not admin_signed:
+            raise _refuse("wrong-signer", f"rotating {member.handle}'s identity key needs "
+                          "signatures by its current key, its new key and an admin")
+        version, key, not_after = _key_record(body["encryption_key"], new, time)
+        return _Change(member=_with_key(replace(member, identity_key=new), version, key, not_after))
+
+    _RULES = {"genesis": _genesis, "add-member": _add_member, "remove-member": _remove_member,
+              "set-role": _set_role, "set-policy": _set_policy,
+              "rotate-encryption-key": _rotate_encryption_key,
+              "rotate-identity-key": _rotate_identity_key}
+
+    def _commit(self, seq: int, digest: bytes, time: int, change: _Change) -> None:
+        member = change.member
+        if member is not None:
+            if member.handle not in self._history:
+                self._history[member.handle] = ([], [])
+                self._handles.append(member.handle)
+                self._added.append(seq)
+            seqs, versions = self._history[member.handle]
+            seqs.append(seq)
+            versions.append(member)
+            self._members[member.handle] = member
+            self._keys.setdefault(member.identity_key, member.handle)
+            (self._admins.add if member.is_admin else self._admins.discard)(member.handle)
+        if change.policy is not None:
+            self._policy_seqs.append(seq)
+            self._policies.append(change.policy)
+        if change.network is not None:
+            self._network = change.network
+        self._hashes.append(digest)
+        self._last_time = time
+        self._current = None
