@@ -1,0 +1,34 @@
+"""Named limits and durations of the relay, in one place."""
+
+from keys.constants import DAY, HOUR, MINUTE, SECOND
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8787
+DEFAULT_DATA_DIR = "./comity-data"
+
+#: largest JSON request body (an envelope with 500 wrapped keys is about 1.2 MiB)
+MAX_JSON_BODY = 8 * 1024 * 1024
+#: largest single blob upload piece; clients send 4 MiB pieces
+MAX_BLOB_PIECE = 16 * 1024 * 1024
+#: a blob is uploaded in at most this many pieces (stops 1-byte-piece abuse)
+MAX_BLOB_PIECES = 100_000
+MAX_LOG_PAGE = 500
+MAX_MAILBOX_PAGE = 500
+
+CREATION_TOKEN_TTL = 24 * HOUR
+CHALLENGE_TTL = 2 * MINUTE
+TOKEN_TTL = 15 * MINUTE
+INVITE_TTL = 14 * DAY
+ORPHAN_BLOB_TTL = 1 * DAY
+#: how often the relay sweeps expired envelopes, invites and orphan blobs
+SWEEP_INTERVAL = 60 * SECOND
+
+#: per-member request budget: RATE_BURST requests, refilled at RATE_PER_SECOND
+RATE_PER_SECOND = 200
+RATE_BURST = 400
+#: unauthenticated requests per client address (challenges, enrollments)
+ANON_RATE_PER_SECOND = 20
+ANON_RATE_BURST = 60
+
+#: seconds SIGTERM waits for in-flight requests before closing
+SHUTDOWN_GRACE = 10 * SECOND

@@ -1,0 +1,145 @@
+"""The relay's shared state: settings, store, keys, verified logs, push hub, metrics.
+
+One ``Relay`` per application (``app["relay"]``). It owns the in-memory
+``LogVerifier`` of each network: the relay replays a network's log once from
+the database, then verifies each appended entry incrementally, with the same
+code every client runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from keys.encoding import b64d, b64e, canonical, parse
+from keys.errors import KeysError, LogError
+from keys.identity import IdentityKey
+from keys.log import LogVerifier, entry_hash
+from keys.roster import Member, Roster
+
+from .auth import Authenticator, RateLimiter
+from .blobs import BlobFiles
+from .errors import RelayError
+from .metrics import Metrics
+from .push import PushHub
+from .settings import RelaySettings
+from .store import Store
+
+
+@dataclass
+class NetworkState:
+    name: str
+    genesis_hash: bytes
+    verifier: LogVerifier
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def roster(self) -> Roster:
+        return self.verifier.roster
+
+
+class Relay:
+    def __init__(self, settings: RelaySettings, store: Store, blobs: BlobFiles,
+                 relay_key: IdentityKey, token_secret: bytes, *, clock=time.time):
+        self.settings = settings
+        self.store = store
+        self.blobs = blobs
+        self.key = relay_key
+        self.auth = Authenticator(token_secret, clock=clock)
+        self.clock = clock
+        self.hub = PushHub()
+        self.metrics = Metrics()
+        self.member_limiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
+        self._networks: dict[str, NetworkState] = {}
+        #: upload pieces per blob since start: a cap on 1-byte-piece abuse
+        self.blob_pieces: dict[str, int] = {}
+        self._loading = asyncio.Lock()
+        self.draining = False
+
+    def __repr__(self) -> str:
+        return f"Relay({self.settings.data_dir!r})"
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    # -- networks and their logs ---------------------------------------------
+
+    async def network(self, name: str) -> NetworkState:
+        """The verified state of a network, loading and replaying its log on first use."""
+        state = self._networks.get(name)
+        if state is not None:
+            return state
+        async with self._loading:
+            state = self._networks.get(name)
+            if state is None:
+                network = await self.store.get_network(name)   # raises NoNetwork
+                state = await self._replay(name, b64d(network.genesis_hash))
+                self._networks[name] = state
+        return state
+
+    async def _replay(self, name: str, genesis_hash: bytes) -> NetworkState:
+        verifier = LogVerifier(genesis_hash)
+        since = 0
+        while True:
+            page = await self.store.log_entries(name, since, 1000)
+            for row in page:
+                verifier.append(parse(row.entry))
+            if len(page) < 1000:
+                break
+            since = page[-1].seq + 1
+        return NetworkState(name, genesis_hash, verifier)
+
+    def forget_network(self, name: str) -> None:
+        self._networks.pop(name, None)
+
+    async def append_log(self, state: NetworkState, entry: dict) -> tuple[int, str]:
+        """Verify ``entry`` against the network's log, then store it durably."""
+        async with state.lock:
+            try:
+                state.verifier.append(entry)
+            except LogError as exc:
+                raise RelayError("bad-entry", f"{exc.message} ({exc.reason})") from None
+            except KeysError as exc:
+                raise RelayError("bad-entry", exc.message) from None
+            digest = b64e(entry_hash(entry))
+            try:
+                await self.store.append_log_entry(state.name, entry["seq"], digest,
+                                                  canonical(entry).decode("utf-8"))
+            except BaseException:
+                # The verifier already moved on; reload from the database next time.
+                self.forget_network(state.name)
+                raise
+            return entry["seq"], digest
+
+    # -- authentication --------------------------------------------------------
+
+    async def member(self, request: web.Request, network: str) -> tuple[NetworkState, Member]:
+        """The authenticated, still active member making ``request`` in ``network``."""
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            raise RelayError("unauthenticated")
+        claims = self.auth.check_token(header[len("Bearer "):].strip())
+        if claims.network != network:
+            raise RelayError("bad-token", "the bearer token is for another network")
+        state = await self.network(network)
+        member = state.roster.member(claims.handle)
+        # Checked on every request: removal or identity rotation revokes tokens at once.
+        if member is None or not member.active or member.identity_key.fingerprint() != claims.key_fingerprint:
+            raise RelayError("not-a-member")
+        if not self.member_limiter.allow((network, claims.handle)):
+            self.metrics.inc("comity_rate_limited_total")
+            raise RelayError("rate-limited", headers={"Retry-After": "1"})
+        request["member"] = f"{network}/{claims.handle}"
+        return state, member
+
+    async def admin(self, request: web.Request, network: str) -> tuple[NetworkState, Member]:
+        state, member = await self.member(request, network)
+        if not member.is_admin:
+            raise RelayError("not-an-admin")
+        return state, member
+
+    async def audit(self, event: str, network: str | None, handle: str | None, **detail) -> None:
+        await self.store.audit(event, network, handle, canonical(detail).decode("utf-8"), self.now())

@@ -1,0 +1,399 @@
+"""SQLite for the relay: one writer thread with group commit, a small pool of readers.
+
+Every write is a plain function ``fn(db, *args)`` (``db`` is a
+``sqlite_utils.Database`` over the writer's connection) handed to
+``await Database.write(fn, *args)``. The writer thread takes everything queued
+(up to ``max_batch`` operations), runs the operations one after another in a
+single transaction, each inside its own SAVEPOINT, commits once and only then
+resolves every caller's future. So N concurrent writers cost one fsync, not N,
+and an operation that raises is rolled back alone: its caller gets the
+exception, the rest of the batch commits.
+
+Durability: WAL with ``synchronous=FULL`` syncs the log at every commit, and a
+future resolves only after its commit returned, so a write the caller saw
+succeed survives a crash of the process or of the machine.
+
+Reads run on ``readers`` threads, each with its own read-only connection, each
+call inside one read transaction (one consistent snapshot). WAL lets them run
+while the writer commits.
+
+Rules for ``fn``: touch only the database, be quick (the whole batch waits),
+never BEGIN/COMMIT/ROLLBACK (savepoints are fine), and be safe to run again:
+if SQLite aborts the whole transaction (disk full, I/O error) the writer runs
+the batch's other operations again in a new one. A caller cancelled while its
+operation is queued does not stop it: it may still commit.
+
+On open the schema is created or upgraded from ``relay.schema.MIGRATIONS``;
+before upgrading a database that holds data, an online backup named after the
+old version is written next to it (``relay.db.v1.bak``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+import sqlite_utils
+
+from .schema import MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: most operations in one transaction: bounds how long a batch holds its callers
+MAX_BATCH = 256
+#: reader threads; reads are short indexed look-ups
+DEFAULT_READERS = 4
+#: seconds a connection waits on a lock; only checkpoints and a backup tool ever contend
+BUSY_TIMEOUT = 10.0
+#: bytes a WAL file is truncated to after a checkpoint
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+#: prepared statements kept per connection (the store has fewer distinct ones)
+STATEMENT_CACHE = 256
+
+
+class StoreError(Exception):
+    """the relay's storage refused the operation"""
+
+    #: wire error code the relay answers with (see relay/errors.py)
+    code = "conflict"
+
+    def __init__(self, message: str | None = None):
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class Unavailable(StoreError):
+    """the database is closed or could not commit: retry shortly"""
+
+    code = "unavailable"
+
+
+class SchemaError(StoreError):
+    """the database file has a schema this relay cannot use"""
+
+    code = "unavailable"
+
+
+class _Op:
+    __slots__ = ("fn", "args", "loop", "future")
+
+    def __init__(self, fn, args, loop, future):
+        self.fn, self.args, self.loop, self.future = fn, args, loop, future
+
+
+_STOP = object()                 # queue sentinel: drain what is before it, then stop
+
+
+def _settle(outcomes: list) -> None:
+    """Runs on the caller's event loop: hand each waiting caller its result."""
+    for future, ok, value in outcomes:
+        if future.done():        # the caller was cancelled; its operation still ran
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the creation, renaming or removal of a file in folder ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Database:
+    """The relay database file. Create with ``await Database.open(path)``."""
+
+    def __init__(self, path: Path, readers: int, max_batch: int):
+        self.path = path
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._closing = False
+        self._writer: sqlite_utils.Database | None = None
+        self._thread: threading.Thread | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+        self._readers = concurrent.futures.ThreadPoolExecutor(
+            readers, thread_name_prefix="comity-db-read")
+        #: committed transactions that changed rows (each costs one fsync of the WAL)
+        self.commits = 0
+        #: operations that ran (committed or failed)
+        self.operations = 0
+        #: largest batch taken in one transaction so far
+        self.largest_batch = 0
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike, *, readers: int = DEFAULT_READERS,
+                   max_batch: int = MAX_BATCH,
+                   migrations: Sequence[str] = MIGRATIONS) -> "Database":
+        """Open (creating or upgrading) the database at ``path`` and start the writer."""
+        self = cls(Path(path), readers, max_batch)
+        started: concurrent.futures.Future = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._writer_main, args=(started, tuple(migrations)),
+            name="comity-db-write", daemon=True)
+        self._thread.start()
+        try:
+            await asyncio.wrap_future(started)
+        except BaseException:
+            self._readers.shutdown(wait=False)
+            raise
+        return self
+
+    # -- public API ---------------------------------------------------------------------------
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(db, *args)`` in the writer's next batch; return its result once committed."""
+        if self._closing:
+            raise Unavailable("the database is closing")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put(_Op(fn, args, loop, future))
+        return await future
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(db, *args)`` on a reader thread, inside one read transaction."""
+        if self._closing:
+            raise Unavailable("the database is closing")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_read, fn, args)
+
+    def queue_depth(self) -> int:
+        """Write operations waiting for the writer (not counting the batch it is running)."""
+        return self._queue.qsize()
+
+    async def close(self) -> None:
+        """Refuse new work, finish every queued read and write, stop the threads."""
+        if self._closing:
+            return
+        self._closing = True
+        await asyncio.to_thread(self._readers.shutdown, True)
+        with self._reader_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _connect(self, *, reader: bool) -> sqlite_utils.Database:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
+                               check_same_thread=False, cached_statements=STATEMENT_CACHE)
+        conn.row_factory = sqlite3.Row
+        if not reader:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                conn.close()
+                raise SchemaError(f"cannot put {self.path} in WAL mode (got {mode!r})")
+            # after a checkpoint, shrink a WAL that a burst made large
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        # FULL: the WAL is fsynced at every commit, so a commit survives power loss
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        if reader:
+            conn.execute("PRAGMA query_only=ON")
+        return sqlite_utils.Database(conn, execute_plugins=False)
+
+    def _run_read(self, fn: Callable, args: tuple) -> Any:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect(reader=True)
+            with self._reader_lock:
+                self._reader_conns.append(db.conn)
+        conn = db.conn
+        conn.execute("BEGIN")
+        try:
+            return fn(db, *args)
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    # -- the writer thread --------------------------------------------------------------------
+
+    def _writer_main(self, started: concurrent.futures.Future, migrations: tuple) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.path.exists()
+            self._writer = self._connect(reader=False)
+            if new:
+                os.chmod(self.path, 0o600)   # the -wal and -shm files inherit this mode
+            _migrate(self._writer.conn, self.path, migrations)
+        except BaseException as exc:
+            if self._writer is not None:
+                self._writer.close()
+            started.set_exception(exc)
+            return
+        started.set_result(None)
+        try:
+            self._writer_loop()
+        finally:
+            self._writer.close()
+
+    def _writer_loop(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self._max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            ops = [item for item in batch if item is not _STOP]
+            if ops:
+                try:
+                    outcomes = self._run_batch(ops)
+                except Exception as exc:      # a bug or a broken connection: fail, keep serving
+                    log.exception("write batch failed")
+                    self._abort()
+                    error = Unavailable(f"the database failed: {exc}")
+                    outcomes = {op: (False, error) for op in ops}
+                self._resolve(ops, outcomes)
+            if len(ops) != len(batch):
+                return
+
+    def _abort(self) -> None:
+        conn = self._writer.conn
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("rollback failed")
+
+    def _run_batch(self, ops: list[_Op]) -> dict[_Op, tuple[bool, Any]]:
+        conn, db = self._writer.conn, self._writer
+        outcomes: dict[_Op, tuple[bool, Any]] = {}
+        pending = ops
+        self.largest_batch = max(self.largest_batch, len(ops))
+        changes = conn.total_changes
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            lost = None
+            for op in pending:
+                self.operations += 1
+                conn.execute("SAVEPOINT comity_op")
+                try:
+                    value = op.fn(db, *op.args)
+                except Exception as exc:
+                    outcomes[op] = (False, exc)
+                    if not conn.in_transaction:      # SQLite aborted the whole transaction
+                        lost = op
+                        break
+                    conn.execute("ROLLBACK TO comity_op")
+                    conn.execute("RELEASE comity_op")
+                    continue
+                if not conn.in_transaction:
+                    outcomes[op] = (False, RuntimeError("a write operation ended the transaction"))
+                    lost = op
+                    break
+                conn.execute("RELEASE comity_op")
+                outcomes[op] = (True, value)
+            if lost is None:
+                break
+            # Everything before `lost` was rolled back with it: run the survivors again.
+            self._abort()
+            pending = [op for op in pending
+                       if op is not lost and (op not in outcomes or outcomes[op][0])]
+            if not pending:
+                return outcomes
+        succeeded = [op for op in pending if outcomes[op][0]]
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._abort()
+            error = Unavailable(f"the database could not commit: {exc}")
+            for op in succeeded:
+                outcomes[op] = (False, error)
+        else:
+            if conn.total_changes != changes:   # a commit that wrote nothing costs no fsync
+                self.commits += 1
+        return outcomes
+
+    @staticmethod
+    def _resolve(ops: list[_Op], outcomes: dict) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list] = defaultdict(list)
+        for op in ops:
+            ok, value = outcomes[op]
+            by_loop[op.loop].append((op.future, ok, value))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:          # that event loop is closed: nobody is waiting
+                pass
+
+
+# -- schema versions ------------------------------------------------------------------------------
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "schema_version" in tables:
+        return conn.execute("SELECT version FROM schema_version").fetchone()[0]
+    if tables:
+        raise SchemaError("the file is an SQLite database, but not a comity relay database")
+    return 0
+
+
+def _backup(conn: sqlite3.Connection, path: Path, version: int) -> Path:
+    """Copy the live database to ``<name>.v<version>.bak`` beside it, durably."""
+    target = path.with_name(f"{path.name}.v{version}.bak")
+    n = 1
+    while target.exists():                     # never overwrite an earlier backup
+        target = path.with_name(f"{path.name}.v{version}.{n}.bak")
+        n += 1
+    partial = target.with_name(target.name + ".part")
+    copy = sqlite3.connect(partial)
+    try:
+        conn.backup(copy)                      # online: a consistent snapshot, page by page
+    finally:
+        copy.close()
+    fd = os.open(partial, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(partial, 0o600)
+    os.replace(partial, target)                # a backup file is complete or absent
+    fsync_dir(path.parent)
+    return target
+
+
+def _migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[str]) -> None:
+    """Bring the database to ``len(migrations)``, one transaction per step."""
+    version, target = _schema_version(conn), len(migrations)
+    if version > target:
+        raise SchemaError(f"the database is at schema version {version}, newer than this "
+                          f"relay understands ({target}): run a newer comity-relay")
+    if version == target:
+        return
+    if version > 0:
+        saved = _backup(conn, path, version)
+        log.warning("upgrading %s from schema version %d to %d; backup in %s",
+                    path, version, target, saved)
+    for step in range(version, target):
+        create = "CREATE TABLE schema_version (version INTEGER NOT NULL);" if step == 0 else ""
+        script = (f"BEGIN IMMEDIATE;\n{create}\n{migrations[step]}\n;"
+                  f"DELETE FROM schema_version; INSERT INTO schema_version VALUES ({step + 1});"
+                  "\nCOMMIT;")
+        try:
+            conn.executescript(script)
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise SchemaError(f"migration to schema version {step + 1} failed: {exc}") from exc
+    fsync_dir(path.parent)                     # the database and WAL file names are durable

@@ -1,0 +1,1 @@
+"""HTTP handlers: thin, each parses the request, makes one store call and answers."""

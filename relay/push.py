@@ -1,0 +1,63 @@
+"""New-mail events pushed to members over a WebSocket.
+
+``GET /v1/networks/{network}/events`` (bearer token in the ``Authorization``
+header) upgrades to a WebSocket. The relay sends JSON text frames:
+
+* ``{"type": "hello", "cursor": N}``: the member's newest mailbox cursor at
+  connect time, so a client that was offline knows to catch up first;
+* ``{"type": "message", "id": ID, "cursor": N, "sender": HANDLE}``: a new envelope;
+* ``{"type": "status", "id": ID}``: new evidence about a message this member sent;
+* ``{"type": "revoked"}``: the member was removed; the socket closes.
+
+Events are hints, not storage: the mailbox is the truth, and a client that
+missed events catches up by listing the mailbox after its last cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+#: events queued per connection before a slow consumer is dropped
+MAX_QUEUED_EVENTS = 1000
+
+
+class Subscription:
+    def __init__(self, hub: "PushHub", key: tuple[str, str]):
+        self._hub, self.key = hub, key
+        self.queue: asyncio.Queue[dict] = asyncio.Queue(MAX_QUEUED_EVENTS)
+        self.overflowed = False
+
+    def deliver(self, event: dict) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            # The client reconnects and catches up from the mailbox: nothing is lost.
+            self.overflowed = True
+
+    def close(self) -> None:
+        self._hub._remove(self)
+
+
+class PushHub:
+    def __init__(self) -> None:
+        self._subs: dict[tuple[str, str], set[Subscription]] = defaultdict(set)
+
+    def subscribe(self, network: str, handle: str) -> Subscription:
+        sub = Subscription(self, (network, handle))
+        self._subs[sub.key].add(sub)
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.key]
+
+    def publish(self, network: str, handle: str, event: dict) -> None:
+        for sub in tuple(self._subs.get((network, handle), ())):
+            sub.deliver(event)
+
+    def connections(self) -> int:
+        return sum(len(s) for s in self._subs.values())
