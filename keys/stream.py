@@ -137,6 +137,22 @@ class Encryptor:
         self._setup(key, salt, chunk_size)
         return self
 
+    @classmethod
+    def for_resumed_upload(cls, key: bytes, salt: bytes,
+                           chunk_size: int = DEFAULT_CHUNK_SIZE) -> "Encryptor":
+        """Re-create an interrupted upload's encryptor to regenerate its exact ciphertext.
+
+        Only for the *same, unchanged* plaintext (the client checks size and
+        modification time): the same key and salt over different plaintext
+        would reuse nonces.
+        """
+        return cls._from_parts(key, salt, chunk_size)
+
+    @property
+    def salt(self) -> bytes:
+        """This stream's random salt (kept with an upload so it can resume)."""
+        return self._header[-SALT_BYTES:]
+
     def _setup(self, key: bytes, salt: bytes, chunk_size: int) -> None:
         exponent = _chunk_exponent(chunk_size)
         _check_key(key)

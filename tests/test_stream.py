@@ -7,6 +7,7 @@ import importlib.util
 import io
 import itertools
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -355,3 +356,13 @@ def test_memory_stays_flat_for_256_mib():
     growth = json.loads(done.stdout)
     assert growth["encrypt_kib"] < 32 * 1024, growth
     assert growth["decrypt_kib"] < 32 * 1024, growth
+
+
+def test_resumed_upload_regenerates_identical_ciphertext():
+    from keys.stream import Encryptor, generate_key
+    key, data = generate_key(), os.urandom(200_000)
+    first = Encryptor(key)
+    original = first.push(data) + first.finish()
+    again = Encryptor.for_resumed_upload(key, first.salt)
+    assert again.push(data) + again.finish() == original
+    assert Encryptor(key).salt != first.salt

@@ -1,0 +1,236 @@
+"""The client core: unlocked keys, local state, pinned relays and verified logs.
+
+``Comity`` (client/api.py) builds on this. Everything the relay serves is
+verified here against what this member pinned: the relay key from the invite
+(or from ``network create``) and the network's genesis hash.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import aiohttp
+
+from keys.constants import HANDLE_PATTERN, DAY
+from keys.encoding import b64d
+from keys.errors import LogError, KeysError
+from keys.hpke import EncryptionKey, make_key_record
+from keys.identity import IdentityKey
+from keys.log import LogVerifier, entry_hash
+from keys.roster import Member, Roster
+
+from .errors import (ClientError, NoIdentity, NotAMember, RelayRefused, TrustError,
+                     UnknownNetwork, UsageError)
+from .home import ensure_home, resolve_home
+from .keystore import KeptKey, Keystore, Secrets
+from .relay_client import RelayClient
+from .state import LocalState, NetworkRow
+
+#: an encryption key published at enrollment is valid this long; watch/rotate renew it
+KEY_LIFETIME = 365 * DAY
+
+
+def check_handle(handle: str) -> str:
+    if not isinstance(handle, str) or not re.fullmatch(HANDLE_PATTERN, handle):
+        raise UsageError(f"invalid handle {handle!r}: use 3-64 lowercase letters, digits, '-' and '.'",
+                         hint="it must start and end with a letter or digit")
+    return handle
+
+
+class Core:
+    def __init__(self, home: Path, keystore: Keystore):
+        self.home = home
+        self.keystore = keystore
+        self.secrets: Secrets | None = None
+        self.state: LocalState | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._relays: dict[str, RelayClient] = {}
+        self._verifiers: dict[str, LogVerifier] = {}
+        self.clock = time.time
+
+    def __repr__(self) -> str:
+        return f"Comity({str(self.home)!r})"
+
+    # -- opening and closing ----------------------------------------------------
+
+    @classmethod
+    def at(cls, home: str | Path | None = None) -> "Core":
+        path = resolve_home(home)
+        return cls(path, Keystore(path))
+
+    def has_identity(self) -> bool:
+        return self.keystore.exists()
+
+    def unlock(self, passphrase: str) -> None:
+        if not self.keystore.exists():
+            raise NoIdentity()
+        self.secrets = self.keystore.load(passphrase)
+        self.state = LocalState(self.home, self.secrets.local_key)
+
+    def create_identity(self, handle: str, passphrase: str) -> None:
+        """A new identity and first encryption key, sealed under ``passphrase``."""
+        import os
+        check_handle(handle)
+        if self.keystore.exists():
+            raise ClientError(f"{self.home} already holds an identity")
+        ensure_home(self.home)
+        now = self.now()
+        secrets = Secrets(handle=handle, identity=IdentityKey.generate(), local_key=os.urandom(32),
+                          encryption_keys=[KeptKey(1, EncryptionKey.generate(), now, now + KEY_LIFETIME)])
+        self.keystore.save(secrets, passphrase)
+        self.secrets = secrets
+        self.state = LocalState(self.home, secrets.local_key)
+
+    def ensure_identity(self, handle: str, passphrase: str) -> bool:
+        """Unlock the identity, or create it with ``handle``; True if it was created."""
+        if self.keystore.exists():
+            self.unlock(passphrase)
+            if self.secrets.handle != handle:
+                raise UsageError(f"this COMITY_HOME belongs to {self.secrets.handle}, not {handle}",
+                                 hint="one identity per COMITY_HOME: set COMITY_HOME to another folder")
+            return False
+        self.create_identity(handle, passphrase)
+        return True
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self.state is not None:
+            self.state.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    @property
+    def handle(self) -> str:
+        self._need_secrets()
+        return self.secrets.handle
+
+    @property
+    def identity(self) -> IdentityKey:
+        self._need_secrets()
+        return self.secrets.identity
+
+    def _need_secrets(self) -> None:
+        if self.secrets is None:
+            raise NoIdentity()
+
+    def key_record(self, kept: KeptKey) -> dict:
+        return make_key_record(self.identity, kept.key.public, version=kept.version,
+                               created=kept.created, not_after=kept.not_after)
+
+    # -- relays ---------------------------------------------------------------
+
+    def relay(self, url: str, relay_key: str | None) -> RelayClient:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        client = self._relays.get(url)
+        if client is None or client.relay_key != relay_key:
+            client = RelayClient(url, self._session, relay_key)
+            self._relays[url] = client
+        return client
+
+    def network_row(self, name: str) -> NetworkRow:
+        self._need_secrets()
+        row = self.state.network(name)
+        if row is None:
+            known = ", ".join(r.name for r in self.state.networks()) or "none"
+            raise UnknownNetwork(f"unknown network {name!r} (known here: {known})")
+        return row
+
+    def default_network(self, name: str | None) -> str:
+        if name:
+            return name
+        rows = self.state.networks() if self.state else []
+        if len(rows) == 1:
+            return rows[0].name
+        raise UsageError("say which network with --network",
+                         hint="known here: " + (", ".join(r.name for r in rows) or "none"))
+
+    def relay_for(self, name: str) -> tuple[NetworkRow, RelayClient]:
+        row = self.network_row(name)
+        return row, self.relay(row.relay_url, row.relay_key)
+
+    async def connect(self, name: str) -> tuple[NetworkRow, RelayClient, LogVerifier]:
+        """Authenticate to the network's relay and bring its verified log up to date."""
+        row, relay = self.relay_for(name)
+        verifier = self._local_verifier(row)
+        if row.status == "pending":
+            return row, relay, await self._sync_pending(row, relay, verifier)
+        await relay.authenticate(name, self.handle, self.identity, b64d(row.genesis_hash))
+        await self._sync(row, relay, verifier)
+        me = verifier.roster.member(self.handle)
+        if me is None or not me.active or me.identity_key != self.identity.public:
+            raise NotAMember(f"you are no longer an active member of {name}")
+        return row, relay, verifier
+
+    def _local_verifier(self, row: NetworkRow) -> LogVerifier:
+        verifier = self._verifiers.get(row.name)
+        if verifier is None:
+            verifier = LogVerifier(b64d(row.genesis_hash))
+            try:
+                verifier.extend(self.state.log_entries(row.name))
+            except KeysError as exc:
+                raise TrustError(f"the local copy of the {row.name} log does not verify: {exc.message}") from None
+            self._verifiers[row.name] = verifier
+        return verifier
+
+    async def _sync(self, row: NetworkRow, relay: RelayClient, verifier: LogVerifier, *,
+                    invite_id: str | None = None) -> None:
+        new = []
+        async for entry in relay.log(row.name, verifier.seq + 1, handle=self.handle, invite_id=invite_id):
+            try:
+                verifier.append(entry)
+            except LogError as exc:
+                self.state.add_log_entries(row.name, new)
+                raise TrustError(
+                    f"the relay served a {row.name} log entry that does not verify: {exc.message}",
+                    hint="the relay may be compromised or the log forked; tell your administrator") from None
+            new.append((entry["seq"], entry_hash(entry).hex(), entry))
+        if new:
+            self.state.add_log_entries(row.name, new)
+
+    async def _sync_pending(self, row: NetworkRow, relay: RelayClient, verifier: LogVerifier) -> LogVerifier:
+        """An enrollee becomes a member once an admin's add-member entry names its key."""
+        waiting = NotAMember(f"your enrollment in {row.name} is waiting for an administrator's approval",
+                             hint="ask an administrator of the network to run 'comity approve'")
+        try:
+            await relay.authenticate(row.name, self.handle, self.identity, b64d(row.genesis_hash))
+        except RelayRefused as exc:
+            if exc.code == "not-a-member":
+                raise waiting from None
+            raise
+        await self._sync(row, relay, verifier)
+        me = verifier.roster.member(self.handle)
+        if me is None or not me.active or me.identity_key != self.identity.public:
+            raise waiting
+        self.state.set_network_status(row.name, "member")
+        self.state.delete("enrollment", row.name, "self")
+        return verifier
+
+    def roster_at(self, name: str):
+        verifier = self._verifiers[name]
+
+        def lookup(seq: int) -> Roster:
+            try:
+                return verifier.roster_at(seq)
+            except LogError as exc:
+                raise TrustError(f"the message names a log entry we do not have ({exc.message})") from None
+        return lookup
+
+    def member_of(self, verifier: LogVerifier, handle: str) -> Member:
+        member = verifier.roster.member(handle)
+        if member is None:
+            raise ClientError(f"unknown handle {handle!r} in this network",
+                              hint="'comity members' lists the members")
+        if not member.active:
+            raise ClientError(f"{handle} was removed from this network")
+        return member

@@ -1,0 +1,224 @@
+"""Low-level HTTP calls to a comity relay (the API in docs/relay-api.md).
+
+Every answer that carries a relay signature is checked against the pinned
+relay key before it is returned; nothing here trusts the relay's word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Callable
+
+import aiohttp
+
+from keys.encoding import b64d, b64e, parse
+from keys.errors import KeysError
+from keys.identity import IdentityKey, IdentityPublicKey, format_fingerprint
+from keys.receipts import verify_relay_receipt
+
+from .errors import RelayMismatch, RelayRefused, RelayUnreachable, TrustError
+
+AUTH_PURPOSE = "auth"
+#: bytes per upload request: bounded memory, and a dropped connection loses at most this much
+UPLOAD_PIECE = 8 * 1024 * 1024
+TIMEOUT = aiohttp.ClientTimeout(total=None, connect=15, sock_read=120)
+
+
+class RelayClient:
+    def __init__(self, url: str, session: aiohttp.ClientSession, relay_key: str | None = None):
+        self.url = url.rstrip("/")
+        self.session = session
+        self.relay_key = relay_key          # pinned b64 public key, or None before pinning
+        self._tokens: dict[tuple[str, str], str] = {}
+
+    def __repr__(self) -> str:
+        return f"RelayClient({self.url!r})"
+
+    # -- plumbing ------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, *, json: Any = None, headers: dict | None = None,
+                       expect: tuple[int, ...] = (200, 201, 202, 204), raw: bool = False, **kwargs):
+        try:
+            response = await self.session.request(method, self.url + path, json=json,
+                                                  headers=headers, timeout=TIMEOUT, **kwargs)
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as exc:
+            raise RelayUnreachable(f"cannot reach the relay at {self.url}: {_reason(exc)}",
+                                   hint="check the address and your connection, then run the command again") from None
+        if raw and response.status in expect:
+            return response
+        try:
+            body = await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise RelayUnreachable(f"the connection to {self.url} dropped: {_reason(exc)}") from None
+        finally:
+            response.release()
+        if response.status not in expect:
+            raise _refusal(response.status, body)
+        if not body:
+            return response
+        try:
+            return parse(body)
+        except KeysError:
+            raise TrustError(f"the relay at {self.url} sent an answer that is not valid JSON") from None
+
+    async def _authed(self, network: str, handle: str, method: str, path: str, **kwargs):
+        headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {self._tokens[(network, handle)]}"}
+        return await self._request(method, path, headers=headers, **kwargs)
+
+    # -- relay, networks, log ----------------------------------------------
+
+    async def info(self) -> dict:
+        info = await self._request("GET", "/v1/relay")
+        if self.relay_key is not None and info.get("relay_key") != self.relay_key:
+            raise RelayMismatch(
+                f"the relay at {self.url} has key {_fp(info.get('relay_key'))}, "
+                f"not the pinned {_fp(self.relay_key)}",
+                hint="someone may be impersonating the relay; ask your administrator")
+        return info
+
+    async def create_network(self, token: str, genesis: dict) -> dict:
+        return await self._request("POST", "/v1/networks", json={"token": token, "genesis": genesis})
+
+    async def log(self, network: str, since: int, *, handle: str | None = None,
+                  invite_id: str | None = None) -> AsyncIterator[dict]:
+        """Every entry from ``since`` on, page by page."""
+        while True:
+            path = f"/v1/networks/{network}/log?since={since}"
+            if invite_id is not None:
+                page = await self._request("GET", path, headers={"Comity-Invite": invite_id})
+            else:
+                page = await self._authed(network, handle, "GET", path)
+            for entry in page["entries"]:
+                yield entry
+            if not page["entries"] or not page.get("more"):
+                return
+            since = page["entries"][-1]["seq"] + 1
+
+    async def append_log(self, network: str, handle: str, entry: dict) -> dict:
+        return await self._authed(network, handle, "POST", f"/v1/networks/{network}/log",
+                                  json={"entry": entry})
+
+    # -- authentication -------------------------------------------------------
+
+    async def authenticate(self, network: str, handle: str, identity: IdentityKey,
+                           genesis_hash: bytes) -> None:
+        if (network, handle) in self._tokens:
+            return
+        if self.relay_key is None:
+            raise TrustError("the relay key is not pinned")
+        challenge = await self._request("POST", f"/v1/networks/{network}/auth/challenge",
+                                        json={"handle": handle})
+        statement = {"challenge": challenge["challenge"], "handle": handle,
+                     "network": b64e(genesis_hash), "relay": self.relay_key}
+        answer = await self._request("POST", f"/v1/networks/{network}/auth/token", json={
+            "handle": handle, "challenge": challenge["challenge"],
+            "signature": identity.sign_b64(AUTH_PURPOSE, statement)})
+        self._tokens[(network, handle)] = answer["token"]
+
+    def forget_token(self, network: str, handle: str) -> None:
+        self._tokens.pop((network, handle), None)
+
+    # -- invites and enrollment --------------------------------------------
+
+    async def add_invite(self, network: str, handle: str, invite_id: str, invitee: str, role: str) -> dict:
+        return await self._authed(network, handle, "POST", f"/v1/networks/{network}/invites",
+                                  json={"invite_id": invite_id, "handle": invitee, "role": role})
+
+    async def enroll(self, network: str, request: dict) -> dict:
+        return await self._request("POST", f"/v1/networks/{network}/enrollments", json={"request": request})
+
+    async def enrollments(self, network: str, handle: str) -> list[dict]:
+        return (await self._authed(network, handle, "GET", f"/v1/networks/{network}/enrollments"))["enrollments"]
+
+    # -- messages -----------------------------------------------------------------
+
+    def check_receipt(self, receipt: dict) -> dict:
+        try:
+            return verify_relay_receipt(receipt, IdentityPublicKey.from_b64(self.relay_key))
+        except KeysError as exc:
+            raise TrustError(f"the relay's receipt does not verify against the pinned relay key: {exc.message}") from None
+
+    async def submit(self, network: str, handle: str, envelope: dict) -> dict:
+        answer = await self._authed(network, handle, "POST", f"/v1/networks/{network}/messages",
+                                    json={"envelope": envelope})
+        receipt = self.check_receipt(answer["receipt"])
+        if receipt["message_id"] != envelope["id"] or receipt["kind"] != "submission-accepted":
+            raise TrustError("the relay's receipt is for another message")
+        return receipt
+
+    async def mailbox(self, network: str, handle: str, after: int) -> list[dict]:
+        return (await self._authed(network, handle, "GET",
+                                   f"/v1/networks/{network}/mailbox?after={after}"))["messages"]
+
+    async def fetch(self, network: str, handle: str, message_id: str) -> tuple[dict, dict | None]:
+        answer = await self._authed(network, handle, "GET", f"/v1/networks/{network}/messages/{message_id}")
+        receipt = answer.get("receipt")
+        if receipt is not None:
+            self.check_receipt(receipt)
+        return answer["envelope"], receipt
+
+    async def collected(self, network: str, handle: str, message_id: str) -> None:
+        await self._authed(network, handle, "POST", f"/v1/networks/{network}/messages/{message_id}/collected")
+
+    async def status(self, network: str, handle: str, message_id: str) -> dict:
+        return await self._authed(network, handle, "GET", f"/v1/networks/{network}/messages/{message_id}/status")
+
+    # -- blobs ------------------------------------------------------------------
+
+    async def create_blob(self, network: str, handle: str, size: int) -> str:
+        return (await self._authed(network, handle, "POST", f"/v1/networks/{network}/blobs",
+                                   json={"size": size}))["blob"]
+
+    async def blob_offset(self, network: str, handle: str, blob_id: str) -> int:
+        response = await self._authed(network, handle, "HEAD", f"/v1/networks/{network}/blobs/{blob_id}")
+        return int(response.headers["Upload-Offset"])
+
+    async def upload_piece(self, network: str, handle: str, blob_id: str, offset: int, data: bytes) -> int:
+        response = await self._authed(
+            network, handle, "PATCH", f"/v1/networks/{network}/blobs/{blob_id}", data=data,
+            headers={"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"})
+        return int(response.headers["Upload-Offset"])
+
+    async def download(self, network: str, handle: str, blob_id: str, start: int,
+                       sink: Callable[[bytes], None]) -> int:
+        """Stream the blob from ``start`` into ``sink``; returns bytes received."""
+        headers = {"Authorization": f"Bearer {self._tokens[(network, handle)]}"}
+        if start:
+            headers["Range"] = f"bytes={start}-"
+        response = await self._request("GET", f"/v1/networks/{network}/blobs/{blob_id}",
+                                       headers=headers, expect=(200, 206), raw=True)
+        received = 0
+        try:
+            async for chunk in response.content.iter_chunked(256 * 1024):
+                sink(chunk)
+                received += len(chunk)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise RelayUnreachable(f"the download from {self.url} dropped: {_reason(exc)}") from None
+        finally:
+            response.release()
+        return received
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.split("\n", 1)[0][:200]
+
+
+def _fp(key_b64: str | None) -> str:
+    try:
+        return format_fingerprint(IdentityPublicKey(b64d(key_b64)).fingerprint())
+    except Exception:
+        return "(none)"
+
+
+def _refusal(status: int, body: bytes) -> RelayRefused:
+    try:
+        data = parse(body)
+        code, message = str(data["error"]), str(data["message"])
+    except Exception:
+        code, message = "", f"the relay answered HTTP {status}"
+    hints = {"not-a-member": "you may have been removed from this network",
+             "rate-limited": "wait a moment and try again"}
+    # The relay's message is untrusted text: printable characters only, bounded.
+    message = "".join(ch for ch in message if ch.isprintable())[:300]
+    return RelayRefused(f"the relay refused: {message}", code=code, status=status, hint=hints.get(code))

@@ -1,0 +1,175 @@
+"""The client's local database (``COMITY_HOME/comity.db``, sqlite-utils).
+
+Public records (networks, pinned relay keys, verified membership log entries)
+are stored as they are. Anything that could reveal a message's subject, body
+or attachments (received and sent messages, pending invites with their
+secrets, resumable upload keys) is a sealed row: XChaCha20-Poly1305 under the
+keystore's ``local_key``, with the table and row key as associated data so a
+row cannot be moved to another place. Attachment ciphertexts are kept as
+downloaded, under ``COMITY_HOME/blobs``; their keys live in sealed rows.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import nacl.bindings as sodium
+import nacl.exceptions
+import sqlite_utils
+
+from keys.encoding import canonical, parse
+
+from .errors import ClientError
+from .home import ensure_home
+
+DB_FILE = "comity.db"
+BLOB_DIR = "blobs"
+NONCE_BYTES = 24   # XChaCha20: random nonces are safe at 192 bits
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS networks (
+    name TEXT PRIMARY KEY,
+    relay_url TEXT NOT NULL,
+    relay_key TEXT NOT NULL,            -- pinned relay public key (b64)
+    genesis_hash TEXT NOT NULL,         -- pinned network fingerprint (b64)
+    status TEXT NOT NULL,               -- 'member' or 'pending' (enrolled, awaiting approval)
+    added_at INTEGER NOT NULL,
+    mailbox_cursor INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS log_entries (
+    network TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    entry TEXT NOT NULL,
+    PRIMARY KEY (network, seq)
+);
+CREATE TABLE IF NOT EXISTS sealed (
+    kind TEXT NOT NULL,                 -- 'message', 'invite', 'upload'
+    network TEXT NOT NULL,
+    id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    flags TEXT NOT NULL DEFAULT '',     -- non-secret index: 'in', 'out', 'quarantine'
+    data BLOB NOT NULL,
+    PRIMARY KEY (kind, network, id)
+);
+"""
+
+
+@dataclass(frozen=True)
+class NetworkRow:
+    name: str
+    relay_url: str
+    relay_key: str
+    genesis_hash: str
+    status: str
+    added_at: int
+    mailbox_cursor: int
+
+
+class LocalState:
+    def __init__(self, home: Path, local_key: bytes):
+        self.home = ensure_home(home)
+        self._key = local_key
+        path = home / DB_FILE
+        fresh = not path.exists()
+        conn = sqlite3.connect(path, isolation_level=None)
+        if fresh:
+            os.chmod(path, 0o600)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")   # a stored message survives a crash before its ack
+        self.db = sqlite_utils.Database(conn)
+        conn.executescript(SCHEMA)
+        self.blob_dir = home / BLOB_DIR
+        self.blob_dir.mkdir(mode=0o700, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"LocalState({str(self.home)!r})"
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # -- networks --------------------------------------------------------------
+
+    def add_network(self, row: NetworkRow) -> None:
+        self.db.execute("INSERT OR REPLACE INTO networks VALUES (?, ?, ?, ?, ?, ?, ?)", list(row.__dict__.values()))
+
+    def network(self, name: str) -> NetworkRow | None:
+        found = self.db.execute("SELECT * FROM networks WHERE name = ?", [name]).fetchone()
+        return NetworkRow(*found) if found else None
+
+    def networks(self) -> list[NetworkRow]:
+        return [NetworkRow(*r) for r in self.db.execute("SELECT * FROM networks ORDER BY name")]
+
+    def set_network_status(self, name: str, status: str) -> None:
+        self.db.execute("UPDATE networks SET status = ? WHERE name = ?", [status, name])
+
+    def set_cursor(self, name: str, cursor: int) -> None:
+        self.db.execute("UPDATE networks SET mailbox_cursor = max(mailbox_cursor, ?) WHERE name = ?",
+                        [cursor, name])
+
+    # -- verified log ------------------------------------------------------------
+
+    def log_entries(self, network: str) -> list[dict]:
+        return [parse(r[0]) for r in self.db.execute(
+            "SELECT entry FROM log_entries WHERE network = ? ORDER BY seq", [network])]
+
+    def add_log_entries(self, network: str, entries: list[tuple[int, str, dict]]) -> None:
+        with self.db.conn:
+            self.db.conn.executemany(
+                "INSERT OR IGNORE INTO log_entries VALUES (?, ?, ?, ?)",
+                [(network, seq, digest, canonical(entry).decode("utf-8")) for seq, digest, entry in entries])
+
+    # -- sealed rows -------------------------------------------------------------
+
+    def _aad(self, kind: str, network: str, row_id: str) -> bytes:
+        return canonical(["comity/v1/local", kind, network, row_id])
+
+    def put(self, kind: str, network: str, row_id: str, value: Any, *, at: int, flags: str = "") -> None:
+        nonce = os.urandom(NONCE_BYTES)
+        data = nonce + sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+            canonical(value), self._aad(kind, network, row_id), nonce, self._key)
+        self.db.execute("INSERT OR REPLACE INTO sealed VALUES (?, ?, ?, ?, ?, ?)",
+                        [kind, network, row_id, at, flags, data])
+
+    def _open(self, kind: str, network: str, row_id: str, data: bytes) -> Any:
+        try:
+            plain = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                data[NONCE_BYTES:], self._aad(kind, network, row_id), data[:NONCE_BYTES], self._key)
+        except nacl.exceptions.CryptoError:
+            raise ClientError(f"local {kind} {row_id} is damaged or was moved") from None
+        return parse(plain)
+
+    def get(self, kind: str, network: str, row_id: str) -> Any | None:
+        found = self.db.execute("SELECT data FROM sealed WHERE kind = ? AND network = ? AND id = ?",
+                                [kind, network, row_id]).fetchone()
+        return None if found is None else self._open(kind, network, row_id, found[0])
+
+    def has(self, kind: str, network: str, row_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sealed WHERE kind = ? AND network = ? AND id = ?",
+                               [kind, network, row_id]).fetchone() is not None
+
+    def find(self, kind: str, row_id: str) -> tuple[str, Any] | None:
+        """A row by id in any network (message ids are unique across networks)."""
+        found = self.db.execute("SELECT network, data FROM sealed WHERE kind = ? AND id = ?",
+                                [kind, row_id]).fetchone()
+        return None if found is None else (found[0], self._open(kind, found[0], row_id, found[1]))
+
+    def rows(self, kind: str, network: str | None = None, flags: str | None = None
+             ) -> Iterator[tuple[str, str, int, str, Any]]:
+        sql, args = "SELECT network, id, at, flags, data FROM sealed WHERE kind = ?", [kind]
+        if network is not None:
+            sql, args = sql + " AND network = ?", args + [network]
+        if flags is not None:
+            sql, args = sql + " AND flags = ?", args + [flags]
+        for net, row_id, at, row_flags, data in self.db.execute(sql + " ORDER BY at, id", args).fetchall():
+            yield net, row_id, at, row_flags, self._open(kind, net, row_id, data)
+
+    def delete(self, kind: str, network: str, row_id: str) -> None:
+        self.db.execute("DELETE FROM sealed WHERE kind = ? AND network = ? AND id = ?", [kind, network, row_id])
+
+    def blob_path(self, blob_id: str) -> Path:
+        return self.blob_dir / blob_id
