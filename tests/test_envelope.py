@@ -521,3 +521,9 @@ def test_round_trip_property(body, headers, recipients, manifest):
     outsider = next((h for h in HANDLES if h not in recipients), None)
     if outsider:
         refused("not-a-recipient", envelope, outsider)
+
+
+def test_message_ids_never_start_with_a_dash_or_underscore():
+    # Ids are typed as command-line arguments, where "-x..." would read as an option.
+    from keys.envelope import new_message_id
+    assert all(b64e(new_message_id())[0].isalnum() for _ in range(2000))

@@ -1,0 +1,105 @@
+"""comity invite, enroll, pending, approve, remove, members"""
+
+from __future__ import annotations
+
+import click
+
+from .cli import Context, group, pass_context
+from .output import emit_json, out, say, table
+
+
+@group.command()
+@click.option("--network", required=True, help="network name")
+@click.option("--handle", required=True, help="handle of the new member")
+@click.option("--name", "name_text", default="", help="display name")
+@click.option("--country", default="", help="ISO 3166 two-letter country")
+@click.option("--organisation", default="", help="organisation")
+@click.option("--role", type=click.Choice(["member", "admin"]), default="member", show_default=True)
+@pass_context
+def invite(ctx: Context, network, handle, name_text, country, organisation, role) -> None:
+    """Invite a new member; prints the invite code alone on stdout.
+
+    Give the code to the invitee over a channel you trust: whoever holds it can enroll.
+    """
+    code = ctx.run(lambda c: c.invite(network, handle, role=role, name_text=name_text,
+                                      country=country, organisation=organisation))
+    click.echo(code)
+    if not ctx.quiet:
+        say(f"hint: after {handle} runs 'comity enroll', approve with 'comity approve --network {network} {handle}'")
+
+
+@group.command()
+@click.argument("code")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@pass_context
+def enroll(ctx: Context, code, as_json) -> None:
+    """Join a network with the invite CODE an administrator gave you."""
+    async def work(client):
+        return await client.enroll(code, ctx.passphrase(new=not client.has_identity()))
+    result = ctx.run(work, unlock=False)
+    if as_json:
+        emit_json(result)
+        return
+    out(f"enrolled in {result['network']} as {result['handle']}: waiting for an administrator's approval")
+    out(f"your fingerprint  {result['fingerprint']}")
+    if not ctx.quiet:
+        say("hint: read your fingerprint to the administrator so they can compare it before approving")
+
+
+@group.command()
+@click.option("--network", required=True, help="network name")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@pass_context
+def pending(ctx: Context, network, as_json) -> None:
+    """List enrollments waiting for approval (administrators)."""
+    rows = [p.__dict__ for p in ctx.run(lambda c: c.pending(network))]
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        say("no pending enrollments")
+    table([{**r, "check": "ok" if r["verified"] else (r["problem"] or "unverified")} for r in rows],
+          [("handle", "handle"), ("role", "role"), ("name", "name"), ("country", "country"),
+           ("fingerprint", "fingerprint"), ("check", "check")])
+
+
+@group.command()
+@click.option("--network", required=True, help="network name")
+@click.argument("handle")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@pass_context
+def approve(ctx: Context, network, handle, as_json) -> None:
+    """Approve HANDLE's enrollment: sign its add-member entry."""
+    result = ctx.run(lambda c: c.approve(network, handle))
+    if as_json:
+        emit_json(result)
+        return
+    out(f"approved {result['handle']} ({result['role']}), fingerprint {result['fingerprint']}")
+
+
+@group.command()
+@click.option("--network", required=True, help="network name")
+@click.argument("handle")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@pass_context
+def remove(ctx: Context, network, handle, as_json) -> None:
+    """Remove HANDLE from the network: its access stops at once."""
+    result = ctx.run(lambda c: c.remove(network, handle))
+    if as_json:
+        emit_json(result)
+        return
+    out(f"removed {handle}")
+
+
+@group.command()
+@click.option("--network", required=True, help="network name")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@pass_context
+def members(ctx: Context, network, as_json) -> None:
+    """List the active members, as the verified membership log says."""
+    rows = ctx.run(lambda c: c.members(network))
+    if as_json:
+        emit_json(rows)
+        return
+    table(rows, [("handle", "handle"), ("role", "role"), ("name", "name"), ("country", "country"),
+                 ("fingerprint", "fingerprint"), ("encryption_key_version", "key")])
