@@ -15,11 +15,13 @@ from __future__ import annotations
 from keys.encoding import b64d
 from keys.identity import format_fingerprint
 
+from .evidence import EvidenceMixin
 from .messages import MessagesMixin
+from .rotation import RotationMixin
 from .networks import NetworksMixin
 
 
-class Comity(NetworksMixin, MessagesMixin):
+class Comity(NetworksMixin, MessagesMixin, EvidenceMixin, RotationMixin):
 
     def whoami(self) -> dict:
         now = self.now()

@@ -86,7 +86,8 @@ def group(ctx: click.Context, passphrase_file: str | None, quiet: bool) -> None:
 
 
 def main() -> None:
-    from . import cmd_demo, cmd_identity, cmd_members, cmd_messages, cmd_network  # noqa: F401  (register)
+    from . import (cmd_demo, cmd_evidence, cmd_identity, cmd_keys, cmd_members,  # noqa: F401
+                   cmd_messages, cmd_network)  # (importing registers the commands)
     try:
         group.main(standalone_mode=False, prog_name="comity")
     except click.exceptions.Exit as exc:

@@ -88,7 +88,7 @@ def inbox(ctx: Context, network, no_ack, as_json) -> None:
     progress = Progress(not ctx.quiet)
 
     async def work(client):
-        new = await client.inbox(network, progress.bar)
+        new = await client.inbox(network, progress.bar, ack=not no_ack)
         return new, client.messages(network)
     new, everything = ctx.run(work)
     if as_json:

@@ -162,15 +162,51 @@ class Core:
     async def connect(self, name: str) -> tuple[NetworkRow, RelayClient, LogVerifier]:
         """Authenticate to the network's relay and bring its verified log up to date."""
         row, relay = self.relay_for(name)
+        await relay.check_key()     # a clear error for another relay at the pinned URL
         verifier = self._local_verifier(row)
         if row.status == "pending":
             return row, relay, await self._sync_pending(row, relay, verifier)
-        await relay.authenticate(name, self.handle, self.identity, b64d(row.genesis_hash))
-        await self._sync(row, relay, verifier)
+        await self._authenticate(row, relay)
+        try:
+            await self._sync(row, relay, verifier)
+        except RelayRefused as exc:
+            if exc.code not in ("not-a-member", "bad-token"):
+                raise
+            # A cached token from before a key change or expiry: authenticate afresh once.
+            relay.forget_token(name, self.handle)
+            await self._authenticate(row, relay)
+            await self._sync(row, relay, verifier)
+        pending = self.secrets.pending_identity
         me = verifier.roster.member(self.handle)
+        if pending is not None and me is not None and me.identity_key == pending.public:
+            # An administrator countersigned our identity rotation: the new key is ours now.
+            self.secrets.identity, self.secrets.pending_identity = pending, None
+            self.keystore.resave(self.secrets)
         if me is None or not me.active or me.identity_key != self.identity.public:
             raise NotAMember(f"you are no longer an active member of {name}")
         return row, relay, verifier
+
+    async def _authenticate(self, row: NetworkRow, relay: RelayClient) -> None:
+        try:
+            await relay.authenticate(row.name, self.handle, self.identity, b64d(row.genesis_hash))
+        except RelayRefused as exc:
+            pending = self.secrets.pending_identity
+            if exc.code not in ("not-a-member", "bad-signature") or pending is None:
+                raise
+            # The rotation may have landed: the relay now knows us by the new key.
+            await relay.authenticate(row.name, self.handle, pending, b64d(row.genesis_hash))
+
+    async def joined_networks(self) -> list[str]:
+        """Networks we are a member of (an approved enrollment is noticed here)."""
+        names = []
+        for row in self.state.networks():
+            if row.status == "pending":
+                try:
+                    await self.connect(row.name)
+                except NotAMember:
+                    continue
+            names.append(row.name)
+        return names
 
     def _local_verifier(self, row: NetworkRow) -> LogVerifier:
         verifier = self._verifiers.get(row.name)

@@ -68,6 +68,8 @@ class Secrets:
     identity: IdentityKey
     local_key: bytes
     encryption_keys: list[KeptKey] = field(default_factory=list)
+    #: a new identity key waiting for an administrator's countersignature
+    pending_identity: IdentityKey | None = None
 
     def __repr__(self) -> str:
         return f"Secrets({self.handle!r}, <secret>)"
@@ -87,6 +89,7 @@ class Secrets:
                 {"version": k.version, "private": b64e(k.key.private_bytes()), "created": k.created,
                  "not_after": k.not_after, "retired_at": k.retired_at}
                 for k in self.encryption_keys],
+            "pending_identity_seed": b64e(self.pending_identity.seed()) if self.pending_identity else None,
         }
 
     @classmethod
@@ -98,12 +101,15 @@ class Secrets:
             encryption_keys=[KeptKey(k["version"], EncryptionKey(b64d(k["private"])), k["created"],
                                      k["not_after"], k.get("retired_at"))
                              for k in record["encryption_keys"]],
+            pending_identity=(IdentityKey.from_seed(b64d(record["pending_identity_seed"]))
+                              if record.get("pending_identity_seed") else None),
         )
 
 
 class Keystore:
     def __init__(self, home: Path):
         self.path = home / KEYSTORE_FILE
+        self._unlocked: tuple | None = None     # (salt, ops, mem, derived key) once unlocked
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -114,7 +120,18 @@ class Keystore:
         ops, mem = (argon2id.OPSLIMIT_MIN, argon2id.MEMLIMIT_MIN) if _fast_kdf() else (OPS, MEM)
         salt = os.urandom(SALT_BYTES)
         key = argon2id.kdf(KEY_BYTES, passphrase.encode("utf-8"), salt, opslimit=ops, memlimit=mem)
-        nonce = os.urandom(NONCE_BYTES)
+        self._unlocked = (salt, ops, mem, key)
+        self._write(secrets)
+
+    def resave(self, secrets: Secrets) -> None:
+        """Seal changed secrets (a new or destroyed key) under the passphrase used to unlock."""
+        if getattr(self, "_unlocked", None) is None:
+            raise ClientError("the keystore is locked")
+        self._write(secrets)
+
+    def _write(self, secrets: Secrets) -> None:
+        salt, ops, mem, key = self._unlocked
+        nonce = os.urandom(NONCE_BYTES)       # fresh per write: the key is reused across writes
         ciphertext = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
             canonical(secrets.to_record()), AAD, nonce, key)
         document = {"v": 1, "kdf": {"alg": "argon2id13", "salt": b64e(salt), "ops": ops, "mem": mem},
@@ -140,4 +157,8 @@ class Keystore:
             plaintext = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, AAD, nonce, key)
         except nacl.exceptions.CryptoError:
             raise WrongPassphrase() from None
+        self._unlocked = (salt, ops, mem, key)
         return Secrets.from_record(parse(plaintext))
+
+    def __repr__(self) -> str:
+        return f"Keystore({str(self.path)!r})"

@@ -10,7 +10,7 @@ from keys.encoding import b64e
 from keys.errors import DecryptionError, EnvelopeError, KeysError
 
 from . import attachments
-from .core import Core
+from .acks import RECEIPT_TYPE, AcksMixin
 from .errors import ClientError, NotAMember, NotFound, UsageError
 
 #: progress callback factory: (label, total bytes) -> callable(new bytes)
@@ -21,7 +21,7 @@ def _no_progress(label: str, total: int) -> Callable[[int], None]:
     return lambda n: None
 
 
-class MessagesMixin(Core):
+class MessagesMixin(AcksMixin):
 
     async def send(self, network: str, recipients: list[str], headers: dict, body: str,
                    files: list[Path] = (), progress: ProgressFactory = _no_progress) -> dict:
@@ -56,21 +56,28 @@ class MessagesMixin(Core):
             at=self.now(), flags="out")
         return {"id": envelope["id"], "relay_receipt": receipt}
 
-    async def inbox(self, network: str | None = None, progress: ProgressFactory = _no_progress) -> list[dict]:
-        """Collect, verify and store new messages from one network or all; return summaries."""
+    async def inbox(self, network: str | None = None, progress: ProgressFactory = _no_progress,
+                    *, ack: bool = True) -> list[dict]:
+        """Collect, verify, store and acknowledge new messages from one network or all.
+
+        Returns summaries of the new messages (acknowledgement receipts addressed
+        to us are folded into our sent messages' evidence, not returned).
+        """
         if network:
-            return await self._collect(network, progress)
+            return await self._collect(network, progress, ack=ack)
         new = []
         for row in self.state.networks():
             try:
-                new.extend(await self._collect(row.name, progress))
+                new.extend(await self._collect(row.name, progress, ack=ack))
             except NotAMember:
                 if row.status != "pending":   # still awaiting approval: nothing to collect yet
                     raise
         return new
 
-    async def _collect(self, network: str, progress: ProgressFactory) -> list[dict]:
+    async def _collect(self, network: str, progress: ProgressFactory = _no_progress, *,
+                       ack: bool = True, exec_pending: bool = False) -> list[dict]:
         row, relay, verifier = await self.connect(network)
+        await self._flush_outbox(network, relay)          # acknowledgements left by a crash
         collected = []
         cursor = 0   # the relay lists only what we have not marked collected
         while True:
@@ -84,32 +91,46 @@ class MessagesMixin(Core):
                     await relay.collected(network, self.handle, item["id"])
                     continue
                 envelope, delivery = await relay.fetch(network, self.handle, item["id"])
-                record = await self._open(network, relay, envelope, progress)
+                record, opened = await self._open(network, relay, envelope, progress)
                 record["receipts"] = [delivery] if delivery else []
-                # Stored (and synced to disk) before the relay is told: a crash between
-                # the two means a fetch again next time, never a lost message.
+                if opened is not None and opened.headers["type"] == RECEIPT_TYPE:
+                    # Evidence about a message we sent: never listed as mail, never acknowledged.
+                    with self.state.transaction():
+                        self._take_receipt(network, opened)
+                        self.state.put("message", network, envelope["id"], record, at=self.now(),
+                                       flags="receipt")
+                    await relay.collected(network, self.handle, item["id"])
+                    continue
+                # Stored (synced to disk) with its acknowledgement before the relay is told:
+                # a crash in between means a fetch again next time, never a lost message.
                 flags = "in" if record["verified"] else "quarantine"
-                self.state.put("message", network, envelope["id"], record, at=self.now(), flags=flags)
+                with self.state.transaction():
+                    if ack:
+                        record["ack"] = self._queue_ack(network, verifier, record, delivery)
+                    if exec_pending and record["verified"]:
+                        record["exec"] = "pending"     # comity watch --exec runs it (client/watch.py)
+                    self.state.put("message", network, envelope["id"], record, at=self.now(), flags=flags)
                 await relay.collected(network, self.handle, item["id"])
                 collected.append(self.summary(network, envelope["id"], record))
+        await self._flush_outbox(network, relay)
         return collected
 
-    async def _open(self, network: str, relay, envelope: dict, progress: ProgressFactory) -> dict:
+    async def _open(self, network: str, relay, envelope: dict, progress: ProgressFactory):
         record = {"direction": "in", "envelope": envelope, "signed_payload": None,
                   "verified": False, "reason": None, "at": self.now()}
         if envelope.get("id") is None or not isinstance(envelope.get("id"), str):
             record["reason"] = "bad-envelope"
-            return record
+            return record, None
         try:
             opened = env.open(envelope, recipient_handle=self.handle,
                               decryption_keys=self.secrets.decryption_keys(),
                               roster_at=self.roster_at(network))
         except (EnvelopeError, DecryptionError) as exc:
             record["reason"] = exc.reason or "bad-envelope"
-            return record
+            return record, None
         except KeysError:
             record["reason"] = "bad-envelope"
-            return record
+            return record, None
         record["signed_payload"] = opened.signed_payload
         for entry in opened.manifest:
             try:
@@ -118,9 +139,9 @@ class MessagesMixin(Core):
             except ClientError as exc:
                 record["reason"] = "attachment-missing"
                 record["problem"] = exc.message
-                return record
+                return record, None
         record["verified"] = True
-        return record
+        return record, opened
 
     def summary(self, network: str, message_id: str, record: dict) -> dict:
         payload = (record.get("signed_payload") or {}).get("payload") or {}

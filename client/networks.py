@@ -187,7 +187,10 @@ class NetworksMixin(Core):
         entry = make_entry(head.head_hash, head.seq + 1, kind, body, max(self.now(), self._last_time(verifier)),
                            [self.identity])
         # Check locally first: we never send an entry our own verifier would refuse.
-        verifier.append(entry)
+        try:
+            verifier.append(entry)
+        except KeysError as exc:
+            raise ClientError(f"refused: {exc.message}") from None
         try:
             answer = await relay.append_log(network, self.handle, entry)
         except Exception:

@@ -7,6 +7,7 @@ relay key before it is returned; nothing here trusts the relay's word.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, AsyncIterator, Callable
 
 import aiohttp
@@ -22,6 +23,8 @@ AUTH_PURPOSE = "auth"
 #: bytes per upload request: bounded memory, and a dropped connection loses at most this much
 UPLOAD_PIECE = 8 * 1024 * 1024
 TIMEOUT = aiohttp.ClientTimeout(total=None, connect=15, sock_read=120)
+#: re-authenticate when the bearer token has less than this left (seconds)
+TOKEN_MARGIN = 60
 
 
 class RelayClient:
@@ -29,7 +32,8 @@ class RelayClient:
         self.url = url.rstrip("/")
         self.session = session
         self.relay_key = relay_key          # pinned b64 public key, or None before pinning
-        self._tokens: dict[tuple[str, str], str] = {}
+        self._tokens: dict[tuple[str, str], tuple[str, int]] = {}   # -> (token, expires)
+        self._key_checked = False
 
     def __repr__(self) -> str:
         return f"RelayClient({self.url!r})"
@@ -62,7 +66,7 @@ class RelayClient:
             raise TrustError(f"the relay at {self.url} sent an answer that is not valid JSON") from None
 
     async def _authed(self, network: str, handle: str, method: str, path: str, **kwargs):
-        headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {self._tokens[(network, handle)]}"}
+        headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {self._tokens[(network, handle)][0]}"}
         return await self._request(method, path, headers=headers, **kwargs)
 
     # -- relay, networks, log ----------------------------------------------
@@ -75,6 +79,12 @@ class RelayClient:
                 f"not the pinned {_fp(self.relay_key)}",
                 hint="someone may be impersonating the relay; ask your administrator")
         return info
+
+    async def check_key(self) -> None:
+        """Once per client: refuse a relay at this URL that does not hold the pinned key."""
+        if not self._key_checked:
+            await self.info()
+            self._key_checked = True
 
     async def create_network(self, token: str, genesis: dict) -> dict:
         return await self._request("POST", "/v1/networks", json={"token": token, "genesis": genesis})
@@ -102,7 +112,8 @@ class RelayClient:
 
     async def authenticate(self, network: str, handle: str, identity: IdentityKey,
                            genesis_hash: bytes) -> None:
-        if (network, handle) in self._tokens:
+        cached = self._tokens.get((network, handle))
+        if cached is not None and cached[1] - TOKEN_MARGIN > time.time():
             return
         if self.relay_key is None:
             raise TrustError("the relay key is not pinned")
@@ -113,7 +124,7 @@ class RelayClient:
         answer = await self._request("POST", f"/v1/networks/{network}/auth/token", json={
             "handle": handle, "challenge": challenge["challenge"],
             "signature": identity.sign_b64(AUTH_PURPOSE, statement)})
-        self._tokens[(network, handle)] = answer["token"]
+        self._tokens[(network, handle)] = (answer["token"], int(answer["expires"]))
 
     def forget_token(self, network: str, handle: str) -> None:
         self._tokens.pop((network, handle), None)
@@ -129,6 +140,13 @@ class RelayClient:
 
     async def enrollments(self, network: str, handle: str) -> list[dict]:
         return (await self._authed(network, handle, "GET", f"/v1/networks/{network}/enrollments"))["enrollments"]
+
+    async def submit_rotation(self, network: str, handle: str, entry: dict) -> dict:
+        return await self._authed(network, handle, "POST", f"/v1/networks/{network}/rotations",
+                                  json={"entry": entry})
+
+    async def rotations(self, network: str, handle: str) -> list[dict]:
+        return (await self._authed(network, handle, "GET", f"/v1/networks/{network}/rotations"))["rotations"]
 
     # -- messages -----------------------------------------------------------------
 
@@ -163,6 +181,18 @@ class RelayClient:
     async def status(self, network: str, handle: str, message_id: str) -> dict:
         return await self._authed(network, handle, "GET", f"/v1/networks/{network}/messages/{message_id}/status")
 
+    async def events(self, network: str, handle: str) -> aiohttp.ClientWebSocketResponse:
+        """The push WebSocket of new-mail events (formats in relay/push.py)."""
+        try:
+            return await self.session.ws_connect(
+                self.url + f"/v1/networks/{network}/events", heartbeat=30,
+                headers={"Authorization": f"Bearer {self._tokens[(network, handle)][0]}"})
+        except aiohttp.WSServerHandshakeError as exc:
+            raise RelayRefused(f"the relay refused the event stream (HTTP {exc.status})",
+                               code="not-a-member" if exc.status == 403 else "", status=exc.status) from None
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as exc:
+            raise RelayUnreachable(f"cannot reach the relay at {self.url}: {_reason(exc)}") from None
+
     # -- blobs ------------------------------------------------------------------
 
     async def create_blob(self, network: str, handle: str, size: int) -> str:
@@ -182,7 +212,7 @@ class RelayClient:
     async def download(self, network: str, handle: str, blob_id: str, start: int,
                        sink: Callable[[bytes], None]) -> int:
         """Stream the blob from ``start`` into ``sink``; returns bytes received."""
-        headers = {"Authorization": f"Bearer {self._tokens[(network, handle)]}"}
+        headers = {"Authorization": f"Bearer {self._tokens[(network, handle)][0]}"}
         if start:
             headers["Range"] = f"bytes={start}-"
         response = await self._request("GET", f"/v1/networks/{network}/blobs/{blob_id}",

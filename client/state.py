@@ -11,6 +11,7 @@ downloaded, under ``COMITY_HOME/blobs``; their keys live in sealed rows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -118,10 +119,25 @@ class LocalState:
             "SELECT entry FROM log_entries WHERE network = ? ORDER BY seq", [network])]
 
     def add_log_entries(self, network: str, entries: list[tuple[int, str, dict]]) -> None:
-        with self.db.conn:
+        with self.transaction():
             self.db.conn.executemany(
                 "INSERT OR IGNORE INTO log_entries VALUES (?, ?, ?, ?)",
                 [(network, seq, digest, canonical(entry).decode("utf-8")) for seq, digest, entry in entries])
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """``with state.transaction():`` makes the writes inside it one atomic, durable commit."""
+        conn = self.db.conn
+        if conn.in_transaction:          # nested: the outer transaction commits
+            yield
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     # -- sealed rows -------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from .handlers import blobs, enroll, events, messages, networks, ops, session
+from .handlers import blobs, enroll, events, messages, networks, ops, rotations, session
 
 N = "/v1/networks/{network}"
 
@@ -54,6 +54,11 @@ ROUTES: tuple[Route, ...] = (
           "submit an enrollment request answering an invite", "none", ("request",), ok=202),
     Route("GET", N + "/enrollments", enroll.list_enrollments,
           "pending enrollment requests", "admin"),
+    Route("POST", N + "/rotations", rotations.submit,
+          "submit my identity rotation, signed by my old and new keys, for an admin to countersign",
+          "member", ("entry",), ok=202),
+    Route("GET", N + "/rotations", rotations.listing,
+          "identity rotations waiting for an administrator's countersignature", "admin"),
     Route("POST", N + "/messages", messages.submit,
           "submit an envelope; idempotent on its id; returns the signed submission receipt",
           "member", ("envelope",), ok=201),

@@ -145,8 +145,20 @@ CREATE TABLE audit (
 CREATE INDEX audit_by_network ON audit (network, id);
 """
 
+_V2 = """
+-- Identity rotations signed by the member's old and new keys, waiting for an
+-- administrator's countersignature (comity approve-rotation). One per member.
+CREATE TABLE pending_rotations (
+    network       TEXT NOT NULL REFERENCES networks (name),
+    handle        TEXT NOT NULL,
+    entry         TEXT NOT NULL,        -- the partly signed rotate-identity-key entry, as received
+    submitted_at  INTEGER NOT NULL,
+    PRIMARY KEY (network, handle)
+) WITHOUT ROWID;
+"""
+
 #: ``MIGRATIONS[i]`` upgrades a database from version ``i`` to ``i + 1``; append only
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 #: the version this release reads and writes
 SCHEMA_VERSION = len(MIGRATIONS)

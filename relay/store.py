@@ -316,16 +316,22 @@ def _link_blobs(db, network: str, message_id: str, sender: str, blob_ids: Iterab
 
 def _submit_message(db, network, message_id, sender, recipients, envelope, envelope_hash, size,
                     blob_ids, receipt, accepted_at) -> tuple[str, bool]:
-    old = db.execute("SELECT envelope_hash, receipt FROM messages WHERE network = ? "
-                     "AND message_id = ?", [network, message_id]).fetchone()
-    if old is not None:
+    # The hot path of the relay, so a new message costs three statements: the insert is
+    # also the retry check (the primary key) and the network check (the foreign key).
+    try:
+        inserted = db.execute(
+            "INSERT INTO messages (network, message_id, sender, envelope_hash, size, "
+            "accepted_at, receipt) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [network, message_id, sender, envelope_hash, size, accepted_at, receipt]).rowcount
+    except sqlite3.IntegrityError:
+        _require_network(db, network)             # the foreign key failed: NoNetwork
+        raise
+    if not inserted:
+        old = db.execute("SELECT envelope_hash, receipt FROM messages WHERE network = ? "
+                         "AND message_id = ?", [network, message_id]).fetchone()
         if old["envelope_hash"] == envelope_hash:
             return old["receipt"], False          # a retry: same answer, nothing stored twice
         raise MessageIdReused()
-    _require_network(db, network)
-    db.execute("INSERT INTO messages (network, message_id, sender, envelope_hash, size, "
-               "accepted_at, receipt) VALUES (?, ?, ?, ?, ?, ?, ?)",
-               [network, message_id, sender, envelope_hash, size, accepted_at, receipt])
     db.execute("INSERT INTO envelopes (network, message_id, envelope) VALUES (?, ?, ?)",
                [network, message_id, envelope])
     db.conn.executemany("INSERT INTO deliveries (network, message_id, recipient) VALUES (?, ?, ?)",
@@ -802,6 +808,23 @@ class Store:
         ids = list(blob_ids)
         return await self.db.write(lambda db: db.conn.executemany(
             "DELETE FROM blobs WHERE blob_id = ? AND deleting = 1", [(i,) for i in ids]).rowcount)
+
+    # pending identity rotations
+
+    async def put_pending_rotation(self, network: str, handle: str, entry: str, at: int) -> None:
+        """Keep ``handle``'s partly signed identity rotation (replacing an older one)."""
+        await self.db.write(lambda db: db.execute(
+            "INSERT OR REPLACE INTO pending_rotations VALUES (?, ?, ?, ?)", [network, handle, entry, at]))
+
+    async def pending_rotations(self, network: str) -> list[tuple[str, str, int]]:
+        """``(handle, entry JSON, submitted_at)`` of every rotation waiting for an admin."""
+        return await self.db.read(lambda db: [tuple(r) for r in db.execute(
+            "SELECT handle, entry, submitted_at FROM pending_rotations WHERE network = ? ORDER BY handle",
+            [network]).fetchall()])
+
+    async def delete_pending_rotation(self, network: str, handle: str) -> None:
+        await self.db.write(lambda db: db.execute(
+            "DELETE FROM pending_rotations WHERE network = ? AND handle = ?", [network, handle]))
 
     # audit and metrics
 

@@ -1,0 +1,154 @@
+"""``comity watch``: stay connected, collect and acknowledge mail as it arrives.
+
+One task per network holds the relay's push WebSocket open. Every event (and
+every reconnection, after a relay restart or a dropped network) triggers a
+catch-up: collect what is waiting, verify, store, acknowledge, then run the
+``--exec`` command once for each new message. Reconnection backs off
+exponentially up to ``MAX_BACKOFF``.
+
+Exactly once for ``--exec``: a message collected by the watcher is stored
+with ``exec: pending`` in the same transaction as the message itself; the
+command runs; only when it exits 0 is the row marked ``done``. A watcher
+killed before that runs the command again on restart; a command that fails is
+retried at the next catch-up. So a command runs at least once, and more than
+once only if the watcher dies in the instant between the command's exit and
+the database write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from typing import Callable
+
+from .api import Comity
+from .errors import ClientError, NotAMember, RelayRefused, RelayUnreachable
+
+log = logging.getLogger("comity.watch")
+
+#: seconds between reconnection attempts grow from 1 to this
+MAX_BACKOFF = 60
+#: how often the watcher checks key ages and destroys expired old keys (seconds)
+MAINTENANCE_INTERVAL = 3600
+#: a failing --exec command is retried at the next catch-up, at most this often (seconds)
+EXEC_RETRY = 30
+
+
+class Watcher:
+    def __init__(self, client: Comity, *, exec_cmd: str | None, ack: bool = True,
+                 say: Callable[[str], None] = lambda text: log.info(text)):
+        self.client = client
+        self.exec_cmd = exec_cmd
+        self.ack = ack
+        self.say = say
+        self._lock = asyncio.Lock()            # one catch-up at a time: shared state and logs
+        self._last_maintenance = 0.0
+        self.processed = 0
+
+    async def once(self) -> int:
+        """Process what is waiting in every network, then return."""
+        for name in self._networks():
+            await self._catch_up(name)
+        return self.processed
+
+    async def run(self, stop: asyncio.Event) -> int:
+        names = self._networks()
+        if not names:
+            raise ClientError("you are not a member of any network yet")
+        tasks = [asyncio.create_task(self._follow(name, stop)) for name in names]
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks + [stopper]:
+            task.cancel()
+        await asyncio.gather(*tasks, stopper, return_exceptions=True)
+        for task in done:
+            if task is not stopper and task.exception():
+                raise task.exception()
+        return self.processed
+
+    def _networks(self) -> list[str]:
+        return [r.name for r in self.client.state.networks()]
+
+    async def _follow(self, network: str, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            try:
+                await self._catch_up(network)
+                row, relay = self.client.relay_for(network)
+                ws = await relay.events(network, self.client.handle)
+                if failures:
+                    self.say(f"reconnected to {network}")
+                failures = 0
+                async with ws:
+                    async for frame in ws:
+                        event = json.loads(frame.data) if isinstance(frame.data, str) else {}
+                        if event.get("type") == "revoked":
+                            raise NotAMember(f"you were removed from {network} (or your key was replaced)")
+                        if event.get("type") in ("message", "status", "hello"):
+                            await self._catch_up(network)
+                # The socket closed: the relay restarted or the network dropped.
+            except (RelayUnreachable, ConnectionError, asyncio.TimeoutError) as exc:
+                if failures == 0:
+                    self.say(f"lost {network}: {getattr(exc, 'message', exc)}; reconnecting")
+            except RelayRefused as exc:
+                if exc.code in ("not-a-member", "bad-signature"):
+                    raise
+                self.say(f"{network}: {exc.message}; retrying")
+            except NotAMember:
+                row = self.client.state.network(network)
+                if row is not None and row.status == "pending":
+                    pass                     # enrollment not approved yet: keep waiting
+                else:
+                    raise
+            failures += 1
+            delay = min(MAX_BACKOFF, 2 ** min(failures - 1, 6)) * (0.5 + random.random() / 2)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _catch_up(self, network: str) -> None:
+        async with self._lock:
+            new = await self.client._collect(network, ack=self.ack, exec_pending=self.exec_cmd is not None)
+            for message in new:
+                state = "verified" if message["verified"] else f"NOT verified ({message.get('reason')})"
+                self.say(f"{network}: {message['id']} from {message['from']}: {message.get('subject')!r} [{state}]")
+            self.processed += len(new)
+            await self._run_pending_execs()
+            await self._maintain(network)
+
+    async def _run_pending_execs(self) -> None:
+        if self.exec_cmd is None:
+            return
+        for network, message_id, at, flags, record in list(self.client.state.rows("message", flags="in")):
+            if record.get("exec") != "pending":
+                continue
+            payload = json.dumps(self.client.read(message_id), ensure_ascii=False).encode("utf-8")
+            process = await asyncio.create_subprocess_shell(
+                self.exec_cmd, stdin=asyncio.subprocess.PIPE)
+            await process.communicate(payload)
+            if process.returncode == 0:
+                record["exec"] = "done"
+                self.client.state.put("message", network, message_id, record, at=at, flags=flags)
+            else:
+                self.say(f"--exec failed for {message_id} (exit status {process.returncode}); will retry")
+                return
+
+    async def _maintain(self, network: str) -> None:
+        """Rotate an encryption key past the network's maximum age; destroy expired old keys."""
+        now = self.client.now()
+        if now - self._last_maintenance < MAINTENANCE_INTERVAL:
+            return
+        self._last_maintenance = now
+        policy = self.client._verifiers[network].roster.policy
+        state = self.client.key_age_state(policy.key_max_age)
+        if state == "due":
+            result = await self.client.rotate()
+            self.say(f"rotated the encryption key to version {result['version']} (older than the policy allows)")
+        elif state == "warn":
+            self.say("the encryption key is close to the network's maximum age: it will rotate soon")
+        destroyed = self.client.prune_keys(policy.key_grace)
+        if destroyed:
+            self.say(f"destroyed old encryption key version(s) {', '.join(map(str, destroyed))}")
