@@ -101,7 +101,8 @@ class AcksMixin(Core):
         sent = self.state.get("message", network, ack["message_id"])
         if (ack["recipient"] != opened.sender.handle or ack["sender"] != self.handle or sent is None
                 or sent["direction"] != "out" or ack["recipient"] not in sent["envelope"]["recipients"]
-                or ack["envelope_hash"] != b64e(env.envelope_hash(sent["envelope"]))
+                or (ack["kind"] == "acknowledged"
+                    and ack["envelope_hash"] != b64e(env.envelope_hash(sent["envelope"])))
                 or ("payload_hash" in ack and ack["payload_hash"] != b64e(env.payload_hash(sent["signed_payload"])))):
             log.warning("ignoring a receipt from %s that does not match a message we sent", opened.sender.handle)
             return False

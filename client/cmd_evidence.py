@@ -8,9 +8,8 @@ from pathlib import Path
 
 import click
 
-from keys.encoding import parse
 from keys.errors import KeysError
-from keys.evidence import verify_bundle
+from keys.evidence import verify_bundle_bytes
 from keys.identity import parse_fingerprint
 
 from .cli import Context, group, pass_context
@@ -92,11 +91,7 @@ def verify(bundle_file, network_fingerprint, as_json) -> None:
             expected = parse_fingerprint(network_fingerprint)
         except KeysError as exc:
             raise UsageError(exc.message) from None
-    try:
-        bundle = parse(data)
-    except KeysError as exc:
-        raise ClientError(f"{bundle_file} is not an evidence bundle: {exc.message}") from None
-    report = verify_bundle(bundle, expected_network=None)
+    report = verify_bundle_bytes(data, expected_network=None)
     if expected is not None and report.network_fingerprint.replace(" ", "") != expected.hex():
         report.add(False, f"the bundle's network fingerprint {report.network_fingerprint} is not the expected one")
     if as_json:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from keys.evidence import make_bundle
+from keys.evidence import bundle_bytes, make_bundle
 
 from .core import Core
 from .errors import ClientError, NotFound
@@ -32,9 +31,9 @@ class EvidenceMixin(Core):
         bundle = make_bundle(network=network, message_id=message_id, relay_key=row.relay_key,
                              envelope=sent["envelope"], signed_payload=sent["signed_payload"],
                              evidence=sent["receipts"] + sent.get("acks", []),
-                             log=self.state.log_entries(network), exported_by=self.handle,
-                             exported_at=self.now())
-        data = json.dumps(bundle, indent=2, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n"
+                             log=self.state.log_entries(network), exporter=self.identity,
+                             exported_by=self.handle, exported_at=self.now())
+        data = bundle_bytes(bundle)
         try:
             fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:

@@ -24,15 +24,17 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import envelope as env
-from .encoding import b64d, b64e, require_fields, signing_input
+from .encoding import b64d, b64e, canonical, parse, require_fields, signing_input
 from .errors import KeysError
-from .identity import IdentityPublicKey, format_fingerprint
+from .identity import IdentityKey, IdentityPublicKey, format_fingerprint
 from .log import ENTRY_PURPOSE, LogVerifier, entry_hash, signed_content
-from .receipts import ACK_PURPOSE, RELAY_PURPOSE, verify_ack, verify_chain, verify_relay_receipt
+from .receipts import ACK_PURPOSE, RELAY_PURPOSE, check_ack, verify_chain, verify_relay_receipt
 
 FORMAT = "comity-evidence-1"
 BUNDLE_FIELDS = {"format", "network", "message_id", "relay_key", "envelope", "signed_payload",
-                 "evidence", "log", "signatures", "exported_by", "exported_at"}
+                 "evidence", "log", "signatures", "exported_by", "exported_at", "exporter_signature"}
+#: the exporter signs the whole bundle, so no byte of it (not even unsigned metadata) can change
+BUNDLE_PURPOSE = "evidence-bundle"
 #: DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410): 30 2a 30 05 06 03 2b 65 70 03 21 00
 _ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
 
@@ -46,6 +48,10 @@ def public_key_pem(raw: bytes) -> str:
     return f"-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----\n"
 
 
+def _std_b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
 def _unsigned(record: dict, name: str = "sig") -> dict:
     return {k: v for k, v in record.items() if k != name}
 
@@ -55,8 +61,10 @@ def signature_list(bundle: dict) -> list[dict]:
     items = []
 
     def add(what: str, key: bytes, purpose: str, record: dict, sig: str) -> None:
+        # Standard base64 with padding here: what `openssl base64 -d -A` and `base64 -d` read.
         items.append({"what": what, "public_key_pem": public_key_pem(key),
-                      "signed_data": b64e(signing_input(purpose, record)), "signature": sig})
+                      "signed_data_base64": _std_b64(signing_input(purpose, record)),
+                      "signature_base64": _std_b64(b64d(sig))})
 
     payload = bundle["signed_payload"]
     sender = bundle["_sender_key"] if "_sender_key" in bundle else None
@@ -79,8 +87,13 @@ def signature_list(bundle: dict) -> list[dict]:
 
 
 def make_bundle(*, network: str, message_id: str, relay_key: str, envelope: dict, signed_payload: dict,
-                evidence: list[dict], log: list[dict], exported_by: str, exported_at: int) -> dict:
-    """Assemble a bundle (the caller passes the log from genesis) and its signature list."""
+                evidence: list[dict], log: list[dict], exporter: IdentityKey, exported_by: str,
+                exported_at: int) -> dict:
+    """Assemble and sign a bundle (the caller passes the log from genesis).
+
+    Write it as ``bundle_bytes(bundle)``: ``verify_bundle_bytes`` accepts only
+    that exact canonical form, so every byte of the file is covered.
+    """
     verifier = LogVerifier(entry_hash(log[0]))
     verifier.extend(log)
     payload = signed_payload["payload"]
@@ -92,7 +105,27 @@ def make_bundle(*, network: str, message_id: str, relay_key: str, envelope: dict
                   .member(payload["sender"]).identity_key.raw,
                   evidence=[_with_key(r, verifier) for r in evidence])
     bundle["signatures"] = signature_list(helper)
+    bundle["exporter_signature"] = exporter.sign_b64(BUNDLE_PURPOSE, bundle)
     return bundle
+
+
+def bundle_bytes(bundle: dict) -> bytes:
+    """The one accepted file form: canonical JSON and a final newline."""
+    return canonical(bundle) + b"\n"
+
+
+def verify_bundle_bytes(data: bytes, *, expected_network: bytes | None = None) -> Report:
+    """Verify a bundle file: it must be exactly ``bundle_bytes`` of what it holds."""
+    try:
+        bundle = parse(data)
+    except KeysError as exc:
+        report = Report()
+        report.add(False, f"the file is not an evidence bundle: {exc.message}")
+        return report
+    report = verify_bundle(bundle, expected_network=expected_network)
+    if report.ok and bundle_bytes(bundle) != bytes(data):
+        report.add(False, "the file is not in the exact form comity writes: it was edited")
+    return report
 
 
 def _with_key(record: dict, verifier: LogVerifier) -> dict:
@@ -170,7 +203,8 @@ def _verify(bundle: Any, report: Report, expected_network: bytes | None) -> None
     relay = IdentityPublicKey.from_b64(bundle["relay_key"])
     payload_digest = b64e(env.payload_hash(signed))
     for record in bundle["evidence"]:
-        if record.get("message_id") != payload["id"] or record.get("envelope_hash") != b64e(digest):
+        altered = record.get("kind") == "rejected" and record.get("envelope_hash") != b64e(digest)
+        if record.get("message_id") != payload["id"] or (record.get("envelope_hash") != b64e(digest) and not altered):
             raise EvidenceError(f"a {record.get('kind')} record is about another message or envelope")
         if "relay_key" in record:
             verify_relay_receipt(record, relay)
@@ -184,6 +218,8 @@ def _verify(bundle: Any, report: Report, expected_network: bytes | None) -> None
         text = f"{record['kind']} by {record['recipient']} at {_when(record['time'])}"
         if record["kind"] == "rejected":
             text += f", reason {record['reason']}"
+            if altered:
+                text += " (what it received differs from what the relay accepted)"
         report.add(True, text + f", signed by {record['recipient']}'s key {format_fingerprint(member.fingerprint())}")
     verify_chain(bundle["evidence"])
     report.add(True, "the receipts form one unbroken chain from the relay's submission receipt")
@@ -194,9 +230,24 @@ def _verify(bundle: Any, report: Report, expected_network: bytes | None) -> None
         raise EvidenceError("the OpenSSL signature list does not match the records")
     report.add(True, f"the {len(expected)} signatures listed for OpenSSL match the records")
 
+    exporter = verifier.roster.member(bundle["exported_by"])
+    if exporter is None:
+        raise EvidenceError(f"the exporter {bundle['exported_by']!r} is not in the membership log")
+    unsigned = {k: v for k, v in bundle.items() if k != "exporter_signature"}
+    _any_key_of(verifier, exporter.handle, 0, BUNDLE_PURPOSE, unsigned, bundle["exporter_signature"])
+    report.add(True, f"the bundle as a whole is signed by its exporter, {exporter.handle}")
+
 
 def _member_key_for(verifier: LogVerifier, handle: str, from_seq: int, record: dict) -> IdentityPublicKey:
     """The recipient's identity key that signed ``record``: any it held from ``from_seq`` on."""
+    check_ack(record)
+    return _any_key_of(verifier, handle, from_seq, ACK_PURPOSE, _unsigned(record), record["sig"],
+                       what=f"{handle}'s {record['kind']}")
+
+
+def _any_key_of(verifier: LogVerifier, handle: str, from_seq: int, purpose: str, record: dict,
+                sig: str, what: str = "the bundle") -> IdentityPublicKey:
+    """The identity key, among those ``handle`` held from ``from_seq`` on, that signed ``record``."""
     tried = set()
     for seq in range(from_seq, verifier.seq + 1):
         member = verifier.roster_at(seq).member(handle)
@@ -204,11 +255,11 @@ def _member_key_for(verifier: LogVerifier, handle: str, from_seq: int, record: d
             continue
         tried.add(member.identity_key.raw)
         try:
-            verify_ack(record, member.identity_key)
+            member.identity_key.verify(purpose, record, sig)
             return member.identity_key
         except KeysError:
             continue
-    raise EvidenceError(f"{handle}'s {record['kind']} is not signed by any key {handle} held")
+    raise EvidenceError(f"{what} is not signed by any key {handle} held")
 
 
 def _when(ts: int) -> str:

@@ -1,0 +1,254 @@
+"""Acknowledgements, status and evidence bundles, through the client library
+against the real relay app on a loopback port.
+
+The OpenSSL test runs exactly the commands docs/evidence.md gives an expert.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import pytest
+from aiohttp.test_utils import TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from client.api import Comity
+from keys.encoding import canonical, parse
+from keys.evidence import bundle_bytes, verify_bundle_bytes
+from relay.app import make_app
+from relay.handlers.networks import creation_token_hash
+from relay.settings import RelaySettings
+
+NETWORK = "sahel-demo"
+
+
+@pytest.fixture(autouse=True)
+def fast_kdf(monkeypatch):
+    monkeypatch.setenv("COMITY_INSECURE_FAST_KDF", "1")
+
+
+@pytest.fixture
+async def members(tmp_path):
+    """A relay and a network: admin 'ana' and members 'bob', 'carol'."""
+    app = make_app(RelaySettings(data_dir=str(tmp_path / "relay"), access_log=False))
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    url = f"http://127.0.0.1:{server.port}"
+    await app["relay"].store.add_creation_token(NETWORK, creation_token_hash("t" * 24), int(time.time()) + 600)
+    people = {}
+    ana = people["ana"] = Comity.at(tmp_path / "ana")
+    ana.create_identity("ana", "pw")
+    await ana.create_network(NETWORK, url, "t" * 24)
+    for handle in ("bob", "carol"):
+        person = people[handle] = Comity.at(tmp_path / handle)
+        await person.enroll(await ana.invite(NETWORK, handle), "pw")
+        await ana.approve(NETWORK, handle)
+    people["_app"] = app
+    yield people
+    for key, person in people.items():
+        if key != "_app":
+            await person.close()
+    await server.close()
+
+
+async def test_status_accepted_delivered_acknowledged_and_tampered_copy_rejected(members):
+    ana, bob, carol = members["ana"], members["bob"], members["carol"]
+    sent = await ana.send(NETWORK, ["bob", "carol"], {"type": "request", "subject": "MLA 7"}, "please")
+    status = await ana.status(sent["id"])
+    for handle in ("bob", "carol"):
+        r = status["recipients"][handle]
+        assert r["accepted"] and r["delivered"] is None and r["acknowledged"] is None
+
+    await bob.inbox()
+    r = (await ana.status(sent["id"]))["recipients"]["bob"]
+    assert r["delivered"] and r["acknowledged"] and r["rejected"] is None
+
+    # A copy altered on the way to carol (here: flipped in the relay's database).
+    store = members["_app"]["relay"].store
+    original = await store.get_envelope(NETWORK, sent["id"])
+    envelope = parse(original)
+    envelope["ciphertext"] = ("B" if envelope["ciphertext"][0] != "B" else "C") + envelope["ciphertext"][1:]
+    await store.db.write(lambda db: db.execute("UPDATE envelopes SET envelope = ? WHERE message_id = ?",
+                                               [canonical(envelope).decode(), sent["id"]]))
+    new = await carol.inbox()
+    assert [m["verified"] for m in new] == [False] and new[0]["reason"] == "decryption-failed"
+    assert carol.messages() and not carol.messages()[0]["verified"]      # kept aside, reported
+    r = (await ana.status(sent["id"]))["recipients"]["carol"]
+    assert r["rejected"] and r["reason"] == "decryption-failed" and r["acknowledged"] is None
+    # The rejection names the hash of what carol got: evidence of tampering, inside the chain.
+    bundle = members["ana"].home / "tampered.json"
+    await ana.export(sent["id"], bundle)
+    report = verify_bundle_bytes(bundle.read_bytes())
+    assert report.ok, [f.text for f in report.findings if not f.ok]
+    assert any("differs from what the relay accepted" in f.text for f in report.findings)
+
+
+async def test_receipts_are_not_listed_as_mail_and_not_acknowledged(members):
+    ana, bob = members["ana"], members["bob"]
+    sent = await ana.send(NETWORK, ["bob"], {"type": "request", "subject": "x"}, "y")
+    await bob.inbox()
+    assert await ana.inbox() == []              # the acknowledgement is evidence, not mail
+    assert ana.messages() == []
+    await bob.inbox()                          # nothing comes back to bob: receipts are not acked
+    assert [m["id"] for m in bob.messages()] == [sent["id"]]
+
+
+async def test_no_ack_sends_nothing(members):
+    ana, bob = members["ana"], members["bob"]
+    sent = await ana.send(NETWORK, ["bob"], {"type": "request", "subject": "x"}, "y")
+    await bob.inbox(ack=False)
+    r = (await ana.status(sent["id"]))["recipients"]["bob"]
+    assert r["delivered"] and r["acknowledged"] is None
+
+
+async def test_crash_before_collection_acknowledges_once(members):
+    """Stored, then the process dies before telling the relay: fetched again, acked once."""
+    ana, bob = members["ana"], members["bob"]
+    sent = await ana.send(NETWORK, ["bob"], {"type": "request", "subject": "x"}, "y")
+    row, relay, _ = await bob.connect(NETWORK)
+    real_collected = relay.collected
+
+    async def crash(*args):
+        raise RuntimeError("power cut")
+    relay.collected = crash
+    with pytest.raises(RuntimeError):
+        await bob.inbox()
+    relay.collected = real_collected
+    assert list(bob.state.rows("outbox", NETWORK))      # the acknowledgement waits in the outbox
+    await bob.inbox()
+    assert list(bob.state.rows("outbox", NETWORK)) == []
+    await ana.inbox()
+    acks = ana.state.get("message", NETWORK, sent["id"])["acks"]
+    assert [a["recipient"] for a in acks] == ["bob"]
+    assert len(bob.messages()) == 1
+
+
+async def test_rotation_while_messages_are_in_flight_loses_none(members):
+    ana, bob = members["ana"], members["bob"]
+    before = await ana.send(NETWORK, ["bob"], {"type": "request", "subject": "before"}, "1")
+    await bob.rotate()                                   # in flight: sealed to key version 1
+    after = await ana.send(NETWORK, ["bob"], {"type": "request", "subject": "after"}, "2")
+    new = await bob.inbox()
+    assert sorted(m["subject"] for m in new) == ["after", "before"] and all(m["verified"] for m in new)
+    assert ana.state.get("message", NETWORK, after["id"])["envelope"]["wrapped"]["bob"]["key_version"] == 2
+    assert bob.read(before["id"])["body"] == "1"
+    # Past the grace period the old private key is destroyed: forward secrecy.
+    assert bob.prune_keys(grace=0) == [1]
+    assert [k["version"] for k in bob.whoami()["encryption_keys"]] == [2]
+
+
+async def test_identity_rotation_needs_an_admin(members):
+    ana, bob = members["ana"], members["bob"]
+    old = bob.whoami()["fingerprint"]
+    pending = await bob.rotate_identity(NETWORK)
+    assert pending["status"] == "pending"
+    assert {m["handle"]: m["fingerprint"] for m in await ana.members(NETWORK)}["bob"] == old
+    approved = await ana.approve_rotation(NETWORK, "bob")
+    assert approved["fingerprint"] == pending["fingerprint"] != old
+    sent = await ana.send(NETWORK, ["bob"], {"type": "request", "subject": "new key"}, "z")
+    assert [m["verified"] for m in await bob.inbox()] == [True]
+    assert bob.whoami()["fingerprint"] == pending["fingerprint"]
+    assert (await ana.status(sent["id"]))["recipients"]["bob"]["acknowledged"]
+
+
+async def test_last_admin_cannot_step_down(members):
+    from client.errors import ClientError
+    ana = members["ana"]
+    with pytest.raises(ClientError, match="last"):
+        await ana.set_role(NETWORK, "ana", "member")
+    await ana.set_role(NETWORK, "bob", "admin")
+    await ana.set_role(NETWORK, "ana", "member")         # now allowed: bob is an admin
+    assert {m["handle"]: m["role"] for m in await members["bob"].members(NETWORK)} == \
+        {"ana": "member", "bob": "admin", "carol": "member"}
+
+
+@pytest.fixture
+async def bundle_file(members, tmp_path):
+    ana = members["ana"]
+    sent = await ana.send(NETWORK, ["bob", "carol"], {"type": "request", "subject": "évidence"}, "body")
+    await members["bob"].inbox()
+    await members["carol"].inbox()
+    path = tmp_path / "bundle.json"
+    await ana.export(sent["id"], path)
+    return path
+
+
+async def test_bundle_verifies_offline(bundle_file):
+    report = verify_bundle_bytes(bundle_file.read_bytes())
+    assert report.ok, [f.text for f in report.findings if not f.ok]
+    texts = " ".join(f.text for f in report.findings)
+    assert "acknowledged by bob" in texts and "acknowledged by carol" in texts
+    assert bundle_file.stat().st_mode & 0o077 == 0       # it holds the message in clear
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_changed_byte_fails(bundle_file, data):
+    raw = bundle_file.read_bytes()
+    position = data.draw(st.integers(0, len(raw) - 1))
+    value = data.draw(st.integers(0, 255).filter(lambda b: b != raw[position]))
+    changed = raw[:position] + bytes([value]) + raw[position + 1:]
+    assert not verify_bundle_bytes(changed).ok
+
+
+def test_every_byte_of_a_record_is_covered(bundle_file):
+    """Exhaustive over one acknowledgement's bytes: no unsigned gap anywhere in it."""
+    raw = bundle_file.read_bytes()
+    start = raw.index(b'"kind":"acknowledged"')
+    end = raw.index(b"}", start)
+    for position in range(start, end):
+        changed = raw[:position] + bytes([raw[position] ^ 0x01]) + raw[position + 1:]
+        assert not verify_bundle_bytes(changed).ok, position
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_every_signature_checks_with_openssl_alone(bundle_file, tmp_path):
+    bundle = parse(bundle_file.read_bytes())
+    assert len(bundle["signatures"]) >= 8
+    for item in bundle["signatures"]:
+        (tmp_path / "key.pem").write_text(item["public_key_pem"])
+        for name in ("signed_data_base64", "signature_base64"):
+            # exactly as docs/evidence.md: `openssl base64 -d -A`
+            decoded = subprocess.run(["openssl", "base64", "-d", "-A"], input=item[name].encode(),
+                                     capture_output=True, check=True).stdout
+            (tmp_path / name).write_bytes(decoded)
+        verify = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(tmp_path / "key.pem"), "-rawin",
+                  "-in", str(tmp_path / "signed_data_base64"), "-sigfile", str(tmp_path / "signature_base64")]
+        result = subprocess.run(verify, capture_output=True, text=True)
+        assert result.returncode == 0 and "Signature Verified Successfully" in result.stdout, item["what"]
+        # A changed signed byte fails under OpenSSL too.
+        data = (tmp_path / "signed_data_base64").read_bytes()
+        (tmp_path / "signed_data_base64").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+        assert subprocess.run(verify, capture_output=True).returncode != 0
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None or shutil.which("jq") is None,
+                    reason="openssl or jq is not installed")
+def test_exporter_signature_checks_with_jq_and_openssl(bundle_file, tmp_path):
+    """The whole-bundle signature, rebuilt with jq as docs/evidence.md shows."""
+    signed = tmp_path / "bundle-signed.bin"
+    signed.write_bytes(b"comity/v1/evidence-bundle\x00" + subprocess.run(
+        ["jq", "-cjS", "del(.exporter_signature)", str(bundle_file)], capture_output=True, check=True).stdout)
+    bundle = parse(bundle_file.read_bytes())
+    exporter = next(e for e in bundle["log"] if e["kind"] == "genesis")["body"]["admin"]["identity_key"]
+    from keys.evidence import public_key_pem
+    from keys.encoding import b64d
+    (tmp_path / "key.pem").write_text(public_key_pem(b64d(exporter)))
+    (tmp_path / "sig.bin").write_bytes(b64d(bundle["exporter_signature"]))
+    result = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(tmp_path / "key.pem"),
+                             "-rawin", "-in", str(signed), "-sigfile", str(tmp_path / "sig.bin")],
+                            capture_output=True, text=True)
+    assert "Signature Verified Successfully" in result.stdout
+
+
+def test_bundle_bytes_is_the_only_accepted_form(bundle_file):
+    raw = bundle_file.read_bytes()
+    bundle = parse(raw)
+    assert bundle_bytes(bundle) == raw
+    import json
+    pretty = json.dumps(bundle, indent=1, ensure_ascii=False).encode()
+    report = verify_bundle_bytes(pretty)
+    assert not report.ok and "edited" in report.findings[-1].text
