@@ -1,9 +1,16 @@
-"""``comity-relay``: run the relay, and mint network creation tokens."""
+"""``comity-relay``: run the relay, and mint network creation tokens.
+
+Output rules: data on stdout (the listening URL and fingerprint, a token);
+everything for humans on stderr. A refusal is one ``error: ...`` line,
+optionally followed by ``hint: ...`` lines, exit status 2 for a usage or
+settings mistake and 1 for anything else. A traceback means a bug.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -13,30 +20,81 @@ from .constants import CREATION_TOKEN_TTL
 from .settings import SETTINGS, SettingsError, load_settings
 
 
+def _fail(message: str, *, usage: bool = False, hint: str | None = None) -> None:
+    click.echo(f"error: {message}", err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+    sys.exit(2 if usage else 1)
+
+
+def _plain(message: str) -> str:
+    """Click's messages in our style: no leading capital, no final period, one line."""
+    message = " ".join(message.split())
+    if message[:1].isupper() and not message[1:2].isupper():
+        message = message[0].lower() + message[1:]
+    return message.rstrip(".")
+
+
+#: click >= 8.2 raises this for a group run without a command; older versions print help
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class _Group(click.Group):
+    """A click group whose usage errors are one ``error:`` line, not click's usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, False, **extra)
+        except _NO_ARGS_IS_HELP as exc:     # bare "comity-relay": the help, as click shows it
+            click.echo(exc.ctx.get_help(), err=True)
+            sys.exit(2)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "comity-relay"
+            _fail(_plain(exc.format_message()), usage=True, hint=f"see '{command} --help'")
+        except click.ClickException as exc:
+            click.echo(f"error: {_plain(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("error: interrupted", err=True)
+            sys.exit(1)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
 def _settings_options(command):
     # Options come from the settings table, so CLI, config file and docs agree.
     for setting in reversed(SETTINGS):
-        kwargs = {"default": None, "help": f"{setting.help} [env {setting.env}; default {setting.default}]"}
-        if setting.type is int:
+        shown = "unset" if setting.default is None else setting.default
+        if setting.kind is bool:
+            shown = "on" if setting.default else "off"
+        kwargs = {"default": None,
+                  "help": f"{setting.help} [env {setting.env}; default {shown}]"}
+        if setting.kind is int:
             kwargs["type"] = int
-        elif setting.type is not str:
-            kwargs["type"] = click.BOOL
         command = click.option(setting.option, setting.name, **kwargs)(command)
     return command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """comity-relay: the store-and-forward relay of comity."""
 
 
 @main.command()
-@click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file")
+@click.option("--config", type=click.Path(dir_okay=False), envvar="COMITY_RELAY_CONFIG",
+              help="TOML settings file [env COMITY_RELAY_CONFIG]")
 @click.option("-v", "--verbose", is_flag=True, help="log debug messages")
 @_settings_options
 def serve(config, verbose, **options) -> None:
-    """Run the relay (127.0.0.1:8787, data in ./comity-data by default)."""
+    """Run the relay (127.0.0.1:8787, data in ./comity-data by default).
+
+    Prints "listening on URL" and "relay fingerprint ..." on stdout when
+    ready. SIGTERM or Ctrl-C stops accepting connections, lets requests in
+    flight finish, and exits 0.
+    """
     from .app import configure_logging
+    from .server import ServeError
     from .server import serve as run
     try:
         settings = load_settings(options, config=config)
@@ -45,26 +103,30 @@ def serve(config, verbose, **options) -> None:
     configure_logging(verbose)
     try:
         asyncio.run(run(settings))
-    except OSError as exc:
-        _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+    except ServeError as exc:
+        _fail(exc.message, hint=exc.hint)
     except KeyboardInterrupt:
         pass
 
 
 @main.command()
 @click.option("--network", required=True, help="name of the network the token may create")
-@click.option("--data-dir", default=None, help="the relay's data folder [default ./comity-data]")
-@click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file")
+@click.option("--data-dir", default=None,
+              help="the relay's data folder [env COMITY_RELAY_DATA_DIR; default ./comity-data]")
+@click.option("--config", type=click.Path(dir_okay=False), envvar="COMITY_RELAY_CONFIG",
+              help="TOML settings file (for its data_dir) [env COMITY_RELAY_CONFIG]")
 def token(network, data_dir, config) -> None:
     """Print a one-time token that lets an administrator create NETWORK.
 
-    Works while the relay is running. The token is valid for 24 hours.
+    Works while the relay is running. The token is valid for 24 hours and
+    creates the network once; the relay keeps only its hash.
     """
     import re
     import time
 
     from keys.constants import NETWORK_NAME_PATTERN
 
+    from .db import StoreError
     from .handlers.networks import creation_token_hash
     from .relaykey import ensure_data_dir
     from .store import Store
@@ -75,7 +137,7 @@ def token(network, data_dir, config) -> None:
         settings = load_settings({"data_dir": data_dir}, config=config)
     except SettingsError as exc:
         _fail(str(exc), usage=True)
-    value = secrets.token_urlsafe(24)   # 192 bits
+    value = secrets.token_urlsafe(24)   # 192 bits: unguessable within its 24 hours
 
     async def add() -> None:
         ensure_data_dir(Path(settings.data_dir))
@@ -85,12 +147,15 @@ def token(network, data_dir, config) -> None:
                                            int(time.time()) + CREATION_TOKEN_TTL)
         finally:
             await store.close()
-    asyncio.run(add())
+    try:
+        asyncio.run(add())
+    except StoreError as exc:
+        _fail(f"cannot store the token in {settings.data_dir}: {exc.message}")
+    except sqlite3.Error as exc:
+        _fail(f"cannot store the token in {settings.data_dir}: {exc}")
+    except OSError as exc:
+        _fail(f"cannot open the data folder {settings.data_dir}: {exc.strerror or exc}",
+              hint="run this as the user the relay runs as (e.g. sudo -u comity)")
     click.echo(value)
     click.echo(f"hint: give this token to the administrator of {network}; "
                "it creates the network once, within 24 hours", err=True)
-
-
-def _fail(message: str, *, usage: bool = False) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2 if usage else 1)

@@ -32,3 +32,5 @@ ANON_RATE_BURST = 60
 
 #: seconds SIGTERM waits for in-flight requests before closing
 SHUTDOWN_GRACE = 10 * SECOND
+#: then seconds push WebSockets and overdue requests get before they are cancelled
+CLOSE_GRACE = 1 * SECOND

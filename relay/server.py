@@ -1,19 +1,59 @@
-"""Run the relay: listen, announce, drain on SIGTERM."""
+"""Run the relay: lock the data folder, listen, announce, drain on SIGTERM.
+
+Start-up order, and what each failure says (``ServeError``, exit status 1):
+
+1. load the TLS certificate, if any   -> "cannot load the TLS certificate ..."
+2. lock ``<data_dir>/relay.lock``     -> "another comity-relay is using ..."
+3. open the database and keys         -> "cannot open the data folder ..."
+4. bind the socket                    -> "cannot listen on HOST:PORT: ..."
+5. print ``listening on URL`` and ``relay fingerprint ...`` on stdout (flushed)
+
+The lock (``flock``, released by the kernel even after SIGKILL) keeps a second
+relay off the same data folder: the relay is a single process by design (one
+database writer, in-memory verified logs and challenges). ``comity-relay
+token`` does not take it: it only adds one row through SQLite's own locking.
+
+On SIGTERM or SIGINT: stop listening (new connections are refused at once),
+answer 503 to new requests on kept-alive connections, let requests in flight
+(uploads still receiving their body included) finish for up to
+``SHUTDOWN_GRACE`` (a second signal cuts this short), give push WebSockets and
+overdue requests ``CLOSE_GRACE`` more, close the database, return (exit 0).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import logging
+import os
 import signal
+import sqlite3
 import ssl
 import sys
+from ipaddress import ip_address
+from pathlib import Path
 
 from aiohttp import web
 
 from keys.identity import format_fingerprint
 
 from .app import make_app
-from .constants import SHUTDOWN_GRACE
+from .constants import CLOSE_GRACE, SHUTDOWN_GRACE
+from .db import StoreError
+from .relaykey import KeyFileError, ensure_data_dir
 from .settings import RelaySettings
+
+LOCK_FILE = "relay.lock"
+
+log = logging.getLogger("comity.relay")
+
+
+class ServeError(Exception):
+    """the relay cannot start"""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message, self.hint = message, hint
 
 
 def _ssl_context(settings: RelaySettings) -> ssl.SSLContext | None:
@@ -21,33 +61,169 @@ def _ssl_context(settings: RelaySettings) -> ssl.SSLContext | None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ServeError(f"cannot load the TLS certificate {settings.tls_cert} and key "
+                         f"{settings.tls_key}: {getattr(exc, 'strerror', None) or exc}") from None
     return context
 
 
-async def serve(settings: RelaySettings) -> None:
-    app = make_app(settings)
-    # Our access middleware logs; aiohttp's own access log would repeat it.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
-                           handle_signals=False)
-    await runner.setup()
-    context = _ssl_context(settings)
-    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context,
-                       reuse_address=True)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    scheme = "https" if context else "http"
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    relay = app["relay"]
-    print(f"listening on {scheme}://{host}:{port}", flush=True)
-    print(f"relay fingerprint {format_fingerprint(relay.key.public.fingerprint())}", flush=True)
+def _lock_data_dir(data_dir: Path) -> int:
+    """Hold an exclusive lock on the data folder for the life of the process."""
+    try:
+        ensure_data_dir(data_dir)
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ServeError(f"cannot open the data folder {data_dir}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ServeError(f"another comity-relay is already using {data_dir}",
+                         hint="stop it first; the relay is a single process per data folder") from None
+    return fd
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    print("draining and shutting down", file=sys.stderr, flush=True)
-    # AppRunner.cleanup stops accepting, lets in-flight requests finish (up to the
-    # grace period), closes WebSockets, then runs on_cleanup (store drained and closed).
-    await runner.cleanup()
+
+def _url(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+class _InFlight:
+    """Counts HTTP requests being handled, so a drain can wait for exactly those.
+
+    aiohttp's own graceful shutdown stops reading from every connection before
+    it waits, which strands an upload whose body is still arriving; so the
+    relay waits for its requests itself first, with the connections still
+    open, and only then lets aiohttp close them. Push WebSockets are not
+    counted (they never end on their own) but kept, to be closed after the
+    requests: a client reconnects and catches up from its mailbox.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        #: tasks serving push WebSockets
+        self.sockets: set[asyncio.Task] = set()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler):
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            task = asyncio.current_task()
+            self.sockets.add(task)
+            try:
+                return await handler(request)
+            finally:
+                self.sockets.discard(task)
+        self.count += 1
+        self.idle.clear()
+        try:
+            return await handler(request)
+        finally:
+            self.count -= 1
+            if not self.count:
+                self.idle.set()
+
+
+def _forwarded_middleware(proxies: tuple):
+    """Take the client address from X-Forwarded-For when a trusted proxy sends it.
+
+    Only the direct peer's word counts, and each trusted hop's: walking the
+    header from the right, the first address that is not a trusted proxy is
+    the client. Anything a client wrote further left is ignored, so a client
+    cannot pick the address its rate limit is counted against.
+    """
+    def trusted(text: str) -> bool:
+        try:
+            address = ip_address(text)
+        except ValueError:
+            return False
+        return any(address in network for network in proxies)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        if request.remote and trusted(request.remote):
+            hops = [hop.strip() for value in request.headers.getall("X-Forwarded-For", ())
+                    for hop in value.split(",") if hop.strip()]
+            client = next((hop for hop in reversed(hops) if not trusted(hop)), None)
+            if client is not None:
+                try:
+                    request = request.clone(remote=str(ip_address(client)))
+                except ValueError:
+                    pass                          # not an address: keep the proxy's
+        return await handler(request)
+    return middleware
+
+
+async def serve(settings: RelaySettings) -> None:
+    """Run until SIGTERM or SIGINT, then drain and return."""
+    context = _ssl_context(settings)
+    lock = _lock_data_dir(settings.data_path)
+    app = make_app(settings)
+    in_flight = _InFlight()
+    app.middlewares.insert(0, in_flight.middleware)      # outermost: sees every request
+    if settings.proxy_networks:
+        # Before the access log and the rate limits, which both use request.remote.
+        app.middlewares.insert(1, _forwarded_middleware(settings.proxy_networks))
+    # Our access middleware logs; aiohttp's own access log would repeat it. By the
+    # time aiohttp's shutdown runs only push sockets and overdue requests are left.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=CLOSE_GRACE,
+                           handle_signals=False)
+    try:
+        try:
+            await runner.setup()               # on_startup: database, relay key, sweeper
+        except (StoreError, KeyFileError, OSError, sqlite3.Error) as exc:
+            message = getattr(exc, "strerror", None) or exc
+            raise ServeError(f"cannot open the data folder {settings.data_dir}: {message}") from None
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context,
+                           reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ServeError(f"cannot listen on {settings.host}:{settings.port}: "
+                             f"{exc.strerror or exc}") from None
+        stop, hurry = asyncio.Event(), asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # The first signal drains; a second one stops waiting for requests in flight.
+            loop.add_signal_handler(signum, lambda: hurry.set() if stop.is_set() else stop.set())
+        port = site._server.sockets[0].getsockname()[1]
+        relay = app["relay"]
+        print(f"listening on {_url('https' if context else 'http', settings.host, port)}",
+              flush=True)
+        print(f"relay fingerprint {format_fingerprint(relay.key.public.fingerprint())}",
+              flush=True)
+        await stop.wait()
+        await site.stop()                      # the listening socket is closed: connections refused
+        relay.draining = True                  # new requests on open connections get 503
+        print("draining and shutting down", file=sys.stderr, flush=True)
+        await _drain(in_flight, hurry)
+    finally:
+        # AppRunner.cleanup closes idle connections, runs on_shutdown, gives what is
+        # left (push sockets, overdue requests) CLOSE_GRACE before cancelling it, then
+        # runs on_cleanup (sweeper stopped, database writes drained and closed). It
+        # also runs after a failed start.
+        if runner.server is not None:
+            await runner.cleanup()
+        os.close(lock)
+
+
+async def _drain(in_flight: _InFlight, hurry: asyncio.Event) -> None:
+    """Wait up to SHUTDOWN_GRACE for the requests in flight (less after a second signal)."""
+    waiters = {asyncio.ensure_future(in_flight.idle.wait()), asyncio.ensure_future(hurry.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=SHUTDOWN_GRACE, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    if in_flight.count:
+        log.warning("stopping with %d request(s) still running: they are cancelled",
+                    in_flight.count)
+    # Push sockets next, while their connections still read: cancelled, the events
+    # handler sends a close frame and the client's answer completes the handshake.
+    sockets = list(in_flight.sockets)
+    for task in sockets:
+        task.cancel()
+    if sockets:
+        await asyncio.wait(sockets, timeout=CLOSE_GRACE)
