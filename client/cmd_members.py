@@ -14,7 +14,8 @@ from .output import emit_json, out, say, table
 @click.option("--name", "name_text", default="", help="display name")
 @click.option("--country", default="", help="ISO 3166 two-letter country")
 @click.option("--organisation", default="", help="organisation")
-@click.option("--role", type=click.Choice(["member", "admin"]), default="member", show_default=True)
+@click.option("--role", type=click.Choice(["member", "admin"]), default="member", show_default=True,
+              help="role the new member gets")
 @pass_context
 def invite(ctx: Context, network, handle, name_text, country, organisation, role) -> None:
     """Invite a new member; prints the invite code alone on stdout.

@@ -46,8 +46,9 @@ def _read_body(body: str | None, body_file: str | None) -> str:
 @click.option("--to", "recipients", multiple=True, required=True, help="recipient handle (repeat for several)")
 @click.option("--subject", required=True, help="subject line")
 @click.option("--type", "kind", type=click.Choice(["request", "reply", "information"]), default="request",
-              show_default=True)
-@click.option("--priority", type=click.Choice(["routine", "urgent"]), default="routine", show_default=True)
+              show_default=True, help="kind of message (a reply needs --in-reply-to)")
+@click.option("--priority", type=click.Choice(["routine", "urgent"]), default="routine", show_default=True,
+              help="how soon the recipient should act")
 @click.option("--reference", help="your case reference")
 @click.option("--in-reply-to", help="id of the message this answers")
 @click.option("--handling", help="handling code, e.g. a classification marking")
