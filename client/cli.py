@@ -85,9 +85,29 @@ def group(ctx: click.Context, passphrase_file: str | None, quiet: bool) -> None:
     ctx.obj = Context(passphrase_file, quiet)
 
 
+def _quiet_anywhere(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_object(Context).quiet = True
+
+
+def _add_quiet(command: click.Command) -> None:
+    """Accept -q/--quiet after the command name too (``comity send ... --quiet``).
+
+    Hidden: it is the group's option, documented once in docs/cli.md.
+    """
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _add_quiet(sub)
+    elif not any(getattr(p, "name", None) == "quiet" for p in command.params):
+        command.params.append(click.Option(["-q", "--quiet"], is_flag=True, hidden=True,
+                                           expose_value=False, callback=_quiet_anywhere,
+                                           help="no progress bars or notes on stderr"))
+
+
 def main() -> None:
     from . import (cmd_demo, cmd_evidence, cmd_identity, cmd_keys, cmd_members,  # noqa: F401
                    cmd_messages, cmd_network)  # (importing registers the commands)
+    _add_quiet(group)
     try:
         group.main(standalone_mode=False, prog_name="comity")
     except click.exceptions.Exit as exc:

@@ -33,6 +33,8 @@ def _read_body(body: str | None, body_file: str | None) -> str:
         raise ClientError(f"file not found: {body_file}") from None
     except OSError as exc:
         raise ClientError(f"cannot read the body: {exc.strerror}") from None
+    if not data:
+        raise UsageError("the body is empty", hint="give --body '' to send an empty body on purpose")
     if len(data) > MAX_BODY_BYTES:
         raise UsageError(f"the body is larger than {MAX_BODY_BYTES} bytes: attach it as a file with --attach")
     try:

@@ -15,7 +15,7 @@ import aiohttp
 
 from keys.constants import HANDLE_PATTERN, DAY
 from keys.encoding import b64d
-from keys.errors import LogError, KeysError
+from keys.errors import ForkError, KeysError, LogError
 from keys.hpke import EncryptionKey, make_key_record
 from keys.identity import IdentityKey
 from keys.log import LogVerifier, entry_hash
@@ -258,8 +258,11 @@ class Core:
         def lookup(seq: int) -> Roster:
             try:
                 return verifier.roster_at(seq)
-            except LogError as exc:
-                raise TrustError(f"the message names a log entry we do not have ({exc.message})") from None
+            except LogError:
+                # We have just synced the log: a later entry is one the relay withholds
+                # from us, or one that does not exist. Either way our views have forked.
+                raise ForkError(f"the message names membership log entry {seq}, which the relay "
+                                "has not shown us", reason="fork") from None
         return lookup
 
     def member_of(self, verifier: LogVerifier, handle: str) -> Member:

@@ -122,9 +122,13 @@ class MessagesMixin(AcksMixin):
             record["reason"] = "bad-envelope"
             return record, None
         try:
+            # latest: a sender removed since is refused even for a message signed before;
+            # otherwise a removed member and a colluding relay could backdate mail
+            # (docs/decisions.md).
             opened = env.open(envelope, recipient_handle=self.handle,
                               decryption_keys=self.secrets.decryption_keys(),
-                              roster_at=self.roster_at(network))
+                              roster_at=self.roster_at(network),
+                              latest=self._verifiers[network].roster)
         except (EnvelopeError, DecryptionError) as exc:
             record["reason"] = exc.reason or "bad-envelope"
             return record, None

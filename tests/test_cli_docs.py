@@ -45,7 +45,8 @@ PATHS = [path for path, _ in COMMANDS]
 
 
 def _options(command: click.Command) -> list[click.Option]:
-    return [p for p in command.params if isinstance(p, click.Option) and p.name != "help"]
+    # Hidden options (the per-command --quiet) are the group's, documented once.
+    return [p for p in command.params if isinstance(p, click.Option) and p.name != "help" and not p.hidden]
 
 
 def _sections() -> dict[str, str]:

@@ -496,6 +496,19 @@ async def test_a_removed_member_cannot_fetch_and_later_mail_is_not_for_it(people
     assert "removed" in (caught.value.hint or caught.value.message)
 
 
+async def test_mail_from_a_member_removed_before_collection_is_kept_aside(people):
+    """Signed before the removal, collected after: refused (docs/decisions.md), with a rejection."""
+    admin = await people.admin()
+    bob = await people.join(admin, "bob.smith")
+    carol = await people.join(admin, "carol.diaz")
+    sent = await bob.send(NETWORK, ["carol.diaz"], {"type": "request", "subject": "before"}, "text")
+    await admin.remove(NETWORK, "bob.smith")
+    new = await carol.inbox()
+    assert [(m["id"], m["verified"], m["reason"]) for m in new] == [(sent["id"], False, "removed-member")]
+    with pytest.raises(ClientError, match="failed verification"):
+        carol.read(sent["id"])
+
+
 def _rename_first_attachment(monkeypatch, name: str) -> None:
     """Make the sender's client put ``name`` in the manifest, as a hostile member's could."""
     real = attachments.upload
