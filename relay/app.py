@@ -16,6 +16,8 @@ import sys
 import time
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from keys.encoding import canonical
 
@@ -55,7 +57,12 @@ async def error_middleware(request: web.Request, handler):
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, "bad-request")
-        return _error_response(RelayError(code))
+        # Keep what the client needs from aiohttp's own refusal (Allow on a 405).
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow",)}
+        return _error_response(RelayError(code, headers=headers))
+    except (RequestPayloadError, HttpProcessingError):
+        # The body could not be read: a bad Content-Encoding, broken chunked framing.
+        return _error_response(RelayError("bad-request", "the request body could not be read"))
     except (ConnectionResetError, asyncio.CancelledError):
         raise
     except Exception:
@@ -63,6 +70,10 @@ async def error_middleware(request: web.Request, handler):
                       and request.match_info.route.resource.canonical)
         return web.Response(body=b'{"error":"internal","message":"internal error"}', status=500,
                             content_type="application/json")
+
+
+#: HTTP methods counted under their own name in /metrics; any other is "other"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @web.middleware
@@ -77,7 +88,9 @@ async def access_middleware(request: web.Request, handler):
         status = response.status if response is not None else 499
         route = request.match_info.route.resource
         template = route.canonical if route is not None else "unmatched"
-        relay.metrics.inc("comity_requests_total", method=request.method, route=template,
+        # Label values come from a fixed set: a client inventing methods cannot grow memory.
+        method = request.method if request.method in _METHODS else "other"
+        relay.metrics.inc("comity_requests_total", method=method, route=template,
                           status=str(status))
         if relay.settings.access_log:
             # The route template, never the raw path or headers: no tokens, ids or invite ids.

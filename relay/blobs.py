@@ -203,13 +203,18 @@ class BlobFiles:
                     await asyncio.to_thread(os.fsync, fd)
                     unsynced = 0
 
-            async for chunk in _chunks(chunks):
-                if size + len(buffer) + len(chunk) > declared_size:
-                    await flush()
-                    raise TooLarge(f"the blob was declared as {declared_size} bytes")
-                buffer += chunk
-                if len(buffer) >= WRITE_BUFFER:
-                    await flush()
+            try:
+                async for chunk in _chunks(chunks):
+                    if size + len(buffer) + len(chunk) > declared_size:
+                        await flush()
+                        raise TooLarge(f"the blob was declared as {declared_size} bytes")
+                    buffer += chunk
+                    if len(buffer) >= WRITE_BUFFER:
+                        await flush()
+            except BaseException:
+                # A dropped connection keeps what arrived, so the client resumes after it.
+                await asyncio.shield(flush())
+                raise
             await flush()
             return size
         finally:

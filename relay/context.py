@@ -127,8 +127,11 @@ class Relay:
         state = await self.network(network)
         member = state.roster.member(claims.handle)
         # Checked on every request: removal or identity rotation revokes tokens at once.
-        if member is None or not member.active or member.identity_key.fingerprint() != claims.key_fingerprint:
+        if member is None or not member.active:
             raise RelayError("not-a-member")
+        if member.identity_key.fingerprint() != claims.key_fingerprint:
+            raise RelayError("bad-token", "the bearer token belongs to a replaced identity key: "
+                                          "authenticate again with the new key")
         if not self.member_limiter.allow((network, claims.handle)):
             self.metrics.inc("comity_rate_limited_total")
             raise RelayError("rate-limited", headers={"Retry-After": "1"})

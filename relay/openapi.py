@@ -26,17 +26,21 @@ def openapi_document() -> dict:
         operation: dict = {
             "summary": route.summary,
             "description": "Authentication: " + AUTH_TEXT[route.auth] + ".",
-            "operationId": f"{route.method.lower()}_{re.sub(r'[^a-z]+', '_', route.path.lower()).strip('_')}",
+            "operationId": f"{route.method.lower()}_{re.sub(r'[^a-z0-9]+', '_', route.path.lower()).strip('_')}",
             "responses": {
                 str(route.ok): {"description": "success"},
                 "4XX": {"description": "refusal",
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
             },
         }
-        params = re.findall(r"{([a-z]+)}", route.path)
-        if params:
-            operation["parameters"] = [{"name": p, "in": "path", "required": True,
-                                        "schema": {"type": "string"}} for p in params]
+        parameters = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                      for p in re.findall(r"{([a-z]+)}", route.path)]
+        parameters += [{"name": q, "in": "query", "required": False,
+                        "schema": {"type": "integer", "minimum": 0}} for q in route.query]
+        parameters += [{"name": h, "in": "header", "required": h == "Upload-Offset",
+                        "schema": {"type": "string"}} for h in route.headers]
+        if parameters:
+            operation["parameters"] = parameters
         if route.auth in ("member", "admin"):
             operation["security"] = [{"bearer": []}]
         if route.body:

@@ -5,9 +5,13 @@ header) upgrades to a WebSocket. The relay sends JSON text frames:
 
 * ``{"type": "hello", "cursor": N}``: the member's newest mailbox cursor at
   connect time, so a client that was offline knows to catch up first;
-* ``{"type": "message", "id": ID, "cursor": N, "sender": HANDLE}``: a new envelope;
+* ``{"type": "message", "id": ID, "sender": HANDLE}``: a new envelope for this member
+  (list the mailbox after your last cursor to get it);
 * ``{"type": "status", "id": ID}``: new evidence about a message this member sent;
-* ``{"type": "revoked"}``: the member was removed; the socket closes.
+* ``{"type": "enrollment", "handle": HANDLE}``: (admins) a new enrollment request;
+* ``{"type": "rotation", "handle": HANDLE}``: (admins) an identity rotation to countersign;
+* ``{"type": "revoked"}``: the member was removed or its identity key replaced; the
+  socket closes.
 
 Events are hints, not storage: the mailbox is the truth, and a client that
 missed events catches up by listing the mailbox after its last cursor.

@@ -26,6 +26,8 @@ class Route:
     body: tuple[str, ...] = ()  # JSON body fields (all required unless listed in optional)
     optional: tuple[str, ...] = ()
     ok: int = 200
+    query: tuple[str, ...] = ()    # integer query parameters, all optional
+    headers: tuple[str, ...] = ()  # request headers the route reads (besides Authorization)
 
 
 ROUTES: tuple[Route, ...] = (
@@ -38,7 +40,8 @@ ROUTES: tuple[Route, ...] = (
           "creation-token", ("token", "genesis"), ok=201),
     Route("GET", N + "/log", networks.get_log,
           "membership log entries from ?since=SEQ (page of ?limit=N); header Comity-Invite "
-          "lets an enrollee read it", "invite-or-member"),
+          "lets an enrollee read it", "invite-or-member", query=("since", "limit"),
+          headers=("Comity-Invite",)),
     Route("POST", N + "/log", networks.append_log,
           "append one signed log entry; refused unless every client would accept it",
           "member", ("entry",), ok=201),
@@ -63,7 +66,7 @@ ROUTES: tuple[Route, ...] = (
           "submit an envelope; idempotent on its id; returns the signed submission receipt",
           "member", ("envelope",), ok=201),
     Route("GET", N + "/mailbox", messages.mailbox,
-          "envelopes waiting for me after ?after=CURSOR", "member"),
+          "envelopes waiting for me after ?after=CURSOR", "member", query=("after", "limit")),
     Route("GET", N + "/messages/{id}", messages.fetch,
           "an envelope; a recipient's first fetch records a signed delivery receipt", "member"),
     Route("POST", N + "/messages/{id}/collected", messages.collected,
@@ -76,8 +79,8 @@ ROUTES: tuple[Route, ...] = (
           "member"),
     Route("PATCH", N + "/blobs/{id}", blobs.upload,
           "append the next piece at Upload-Offset (application/offset+octet-stream)",
-          "member", ok=204),
+          "member", ok=204, headers=("Upload-Offset",)),
     Route("GET", N + "/blobs/{id}", blobs.download, "download a blob; honours Range",
-          "member"),
+          "member", headers=("Range",)),
     Route("GET", N + "/events", events.events, "WebSocket of new-mail events", "member", ok=101),
 )

@@ -3,7 +3,7 @@
 POST  /v1/networks/{network}/blobs        {"size"} -> 201 {"blob", "size"}
 HEAD  /v1/networks/{network}/blobs/{id}   Upload-Offset (bytes stored), Upload-Length (declared)
 PATCH /v1/networks/{network}/blobs/{id}   Upload-Offset: N, body = the next bytes -> 204, Upload-Offset
-GET   /v1/networks/{network}/blobs/{id}   the complete blob; honours a single Range: bytes=A-B
+GET   /v1/networks/{network}/blobs/{id}   the complete blob; honours one Range (bytes=A-B, A-, -N)
 
 A piece must start exactly where the stored bytes end; after a dropped
 connection the client asks with HEAD and resumes there. The blob completes
@@ -14,23 +14,31 @@ recipients of the message that references the blob download.
 from __future__ import annotations
 
 import re
+from typing import AsyncIterator
 
 from aiohttp import web
 
+from keys.encoding import MAX_SAFE_INTEGER
 from keys.stream import ciphertext_size
 
-from ..blobs import check_blob_id, new_blob_id
+from ..blobs import BadBlobId, OffsetMismatch, check_blob_id, new_blob_id
 from ..constants import MAX_BLOB_PIECES
 from ..errors import RelayError
 from ..httputil import field_int, json_response, path_name, read_json
 
-_RANGE = re.compile(r"bytes=([0-9]{1,19})-([0-9]{0,19})")
+#: bytes taken from the request per read while streaming a piece to disk
+PIECE_READ = 256 * 1024
+#: an Upload-Offset: ASCII digits only (str.isdigit would take other scripts' digits too)
+_OFFSET = re.compile(r"[0-9]{1,19}")
+#: one range: ``bytes=A-B``, ``bytes=A-`` (to the end) or ``bytes=-N`` (the last N bytes)
+_RANGE = re.compile(r"bytes=([0-9]{1,19})-([0-9]{0,19})|bytes=-([0-9]{1,19})")
 
 
 def _blob_id(request: web.Request) -> str:
     try:
         return check_blob_id(request.match_info["id"])
-    except Exception:
+    except BadBlobId:
+        # Path-like or malformed ids never reach the store or the file system.
         raise RelayError("no-blob") from None
 
 
@@ -40,7 +48,10 @@ async def create(request: web.Request) -> web.Response:
     state, member = await relay.member(request, network)
     limit = ciphertext_size(state.roster.policy.max_attachment_bytes)
     body = await read_json(request, {"size"})
-    size = field_int(body, "size", 0, limit)
+    size = field_int(body, "size", 0, MAX_SAFE_INTEGER)
+    if size > limit:
+        raise RelayError("too-large", f"an attachment may be at most {limit} bytes encrypted "
+                                      "in this network")
     blob = await relay.store.create_blob(network, new_blob_id(), member.handle, size, relay.now())
     return json_response({"blob": blob.blob_id, "size": size}, status=201)
 
@@ -63,10 +74,17 @@ async def head(request: web.Request) -> web.Response:
         "Upload-Complete": "1" if blob.complete else "0", "Cache-Control": "no-store"})
 
 
+async def _counted(relay, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    # Counted as they arrive, so the metric also shows pieces cut off mid-way.
+    async for chunk in chunks:
+        relay.metrics.inc("comity_bytes_received_total", len(chunk))
+        yield chunk
+
+
 async def upload(request: web.Request) -> web.Response:
     relay, blob = await _owned(request)
     offset_text = request.headers.get("Upload-Offset", "")
-    if not offset_text.isdigit() or len(offset_text) > 19:
+    if not _OFFSET.fullmatch(offset_text):
         raise RelayError("bad-request", "send the Upload-Offset header (the byte this piece starts at)")
     if blob.complete:
         raise RelayError("bad-offset", "the blob is already complete",
@@ -78,9 +96,14 @@ async def upload(request: web.Request) -> web.Response:
         raise RelayError("too-large", f"a blob may be uploaded in at most {MAX_BLOB_PIECES} pieces")
     relay.blob_pieces[blob.blob_id] = pieces
     declared = min(blob.size, int(offset_text) + relay.settings.max_blob_piece)
-    size = await relay.blobs.append(blob.blob_id, int(offset_text),
-                                    request.content.iter_chunked(256 * 1024), declared_size=declared)
-    relay.metrics.inc("comity_bytes_received_total", size - int(offset_text))
+    try:
+        size = await relay.blobs.append(blob.blob_id, int(offset_text),
+                                        _counted(relay, request.content.iter_chunked(PIECE_READ)),
+                                        declared_size=declared)
+    except OffsetMismatch as exc:
+        # Tell the client where to resume, as HEAD would.
+        raise RelayError("bad-offset", exc.message,
+                         headers={"Upload-Offset": str(exc.current_size)}) from None
     if size == blob.size:
         await relay.blobs.complete(blob.blob_id, blob.size)
         await relay.store.set_blob_complete(blob.network, blob.blob_id)
@@ -104,8 +127,11 @@ async def download(request: web.Request) -> web.StreamResponse:
         match = _RANGE.fullmatch(header.strip())
         if not match:
             raise RelayError("bad-range", headers={"Content-Range": f"bytes */{blob.size}"})
-        start = int(match.group(1))
-        end = int(match.group(2)) + 1 if match.group(2) else blob.size
+        if match.group(3) is not None:
+            start, end = max(0, blob.size - int(match.group(3))), blob.size
+        else:
+            start = int(match.group(1))
+            end = int(match.group(2)) + 1 if match.group(2) else blob.size
         if start >= blob.size or end <= start:
             raise RelayError("bad-range", headers={"Content-Range": f"bytes */{blob.size}"})
         end, status = min(end, blob.size), 206

@@ -15,7 +15,9 @@ from aiohttp import web
 
 from keys.constants import ROLES
 from keys.encoding import b64e, canonical, parse
-from keys.errors import InviteError
+from keys.errors import InviteError, KeysError
+from keys.hpke import verify_key_record
+from keys.identity import IdentityPublicKey
 from keys.invite import check_enrollment_request
 
 from ..constants import INVITE_TTL
@@ -38,7 +40,7 @@ async def add_invite(request: web.Request) -> web.Response:
     now = relay.now()
     expires = field_int(body, "expires", now + 60, now + INVITE_TTL) if "expires" in body else now + INVITE_TTL
     await relay.store.add_invite(network, invite_id, handle, role, admin.handle, expires)
-    await relay.audit("invite-created", network, admin.handle, handle=handle, role=role)
+    await relay.audit("invite-created", network, admin.handle, invitee=handle, role=role)
     return json_response({"invite_id": invite_id, "expires": expires}, status=201)
 
 
@@ -50,6 +52,16 @@ async def submit_enrollment(request: web.Request) -> web.Response:
         enrollment = check_enrollment_request(body["request"])
     except InviteError as exc:
         raise RelayError("bad-request", exc.message) from None
+    try:
+        # The admin checks this too; refusing it here keeps garbage out of the admins' list.
+        identity = IdentityPublicKey.from_b64(enrollment["identity_key"])
+        record = enrollment["encryption_key"]
+        verify_key_record(record, identity)
+    except KeysError:
+        raise RelayError("bad-record", "the encryption key record is not validly signed by "
+                                       "the enrollee's identity key") from None
+    if record["not_after"] <= relay.now():
+        raise RelayError("bad-record", "the encryption key record has expired: generate a new key")
     state = await relay.network(network)
     if enrollment["network"] != b64e(state.genesis_hash):
         raise RelayError("bad-request", "the enrollment request names another network")

@@ -8,6 +8,7 @@ import json
 from aiohttp import WSMsgType, web
 
 from ..constants import SECOND
+from ..httputil import path_name
 
 #: a ping every so often keeps NAT and proxies from dropping an idle connection
 HEARTBEAT = 30 * SECOND
@@ -15,7 +16,6 @@ HEARTBEAT = 30 * SECOND
 
 async def events(request: web.Request) -> web.WebSocketResponse:
     relay = request.app["relay"]
-    from ..httputil import path_name
     network = path_name(request)
     _, member = await relay.member(request, network)   # refused before the upgrade
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT)

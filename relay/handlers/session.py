@@ -39,10 +39,11 @@ async def token(request: web.Request) -> web.Response:
     except KeysError:
         raise RelayError("bad-challenge") from None
     state = await relay.network(network)
-    relay.auth.consume_challenge(network, handle, value)   # one use, even if what follows fails
     member = state.roster.member(handle)
     statement = auth_statement(value, handle, state.genesis_hash, relay.key.public.raw)
     try:
+        # One use, even if what follows fails; a replayed or stale challenge is audited too.
+        relay.auth.consume_challenge(network, handle, value)
         if member is None or not member.active:
             raise RelayError("not-a-member")
         member.identity_key.verify(AUTH_PURPOSE, statement, body["signature"])
