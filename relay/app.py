@@ -24,7 +24,7 @@ from keys.encoding import canonical
 from .auth import RateLimiter
 from .blobs import BlobFiles
 from .constants import ANON_RATE_BURST, ANON_RATE_PER_SECOND
-from .context import Relay
+from .context import MEMBER, RELAY, Relay
 from .db import StoreError
 from .errors import RelayError
 from .relaykey import ensure_data_dir, load_relay_key, load_token_secret
@@ -34,6 +34,8 @@ from .store import Store
 from .sweeper import sweeper
 
 log = logging.getLogger("comity.relay")
+#: the background sweep task (relay/sweeper.py)
+SWEEPER = web.AppKey("sweeper", asyncio.Task)
 access_log = logging.getLogger("comity.relay.access")
 
 _HTTP_CODES = {404: "not-found", 405: "method-not-allowed", 413: "too-large",
@@ -78,7 +80,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 @web.middleware
 async def access_middleware(request: web.Request, handler):
-    relay: Relay = request.app["relay"]
+    relay: Relay = request.app[RELAY]
     started = time.perf_counter()
     response = None
     try:
@@ -97,7 +99,7 @@ async def access_middleware(request: web.Request, handler):
             access_log.info(json.dumps({
                 "t": round(time.time(), 3), "method": request.method, "route": template,
                 "status": status, "ms": round((time.perf_counter() - started) * 1000, 2),
-                "member": request.get("member"), "peer": request.remote}))
+                "member": request.get(MEMBER), "peer": request.remote}))
 
 
 _ANONYMOUS = {"/v1/networks", "/v1/networks/{network}/auth/challenge",
@@ -108,7 +110,7 @@ _ANONYMOUS = {"/v1/networks", "/v1/networks/{network}/auth/challenge",
 async def anonymous_rate_middleware(request: web.Request, handler):
     route = request.match_info.route.resource
     if route is not None and route.canonical in _ANONYMOUS and request.method == "POST":
-        relay: Relay = request.app["relay"]
+        relay: Relay = request.app[RELAY]
         if not relay.anon_limiter.allow(request.remote):
             relay.metrics.inc("comity_rate_limited_total")
             raise RelayError("rate-limited", headers={"Retry-After": "1"})
@@ -117,7 +119,7 @@ async def anonymous_rate_middleware(request: web.Request, handler):
 
 @web.middleware
 async def draining_middleware(request: web.Request, handler):
-    if request.app["relay"].draining and request.path != "/healthz":
+    if request.app[RELAY].draining and request.path != "/healthz":
         raise RelayError("unavailable", headers={"Connection": "close", "Retry-After": "2"})
     return await handler(request)
 
@@ -140,19 +142,19 @@ def make_app(settings: RelaySettings, *, clock=time.time) -> web.Application:
         relay = Relay(settings, store, BlobFiles(data / "blobs"), load_relay_key(data),
                       load_token_secret(data), clock=clock)
         relay.anon_limiter = RateLimiter(ANON_RATE_PER_SECOND, ANON_RATE_BURST)
-        app["relay"] = relay
-        app["sweeper"] = asyncio.create_task(sweeper(relay))
+        app[RELAY] = relay
+        app[SWEEPER] = asyncio.create_task(sweeper(relay))
 
     async def cleanup(app: web.Application) -> None:
-        app["sweeper"].cancel()
+        app[SWEEPER].cancel()
         try:
-            await app["sweeper"]
+            await app[SWEEPER]
         except asyncio.CancelledError:
             pass
-        await app["relay"].store.close()
+        await app[RELAY].store.close()
 
     async def shutdown(app: web.Application) -> None:
-        app["relay"].draining = True
+        app[RELAY].draining = True
 
     app.on_startup.append(startup)
     app.on_shutdown.append(shutdown)

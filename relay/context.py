@@ -135,7 +135,7 @@ class Relay:
         if not self.member_limiter.allow((network, claims.handle)):
             self.metrics.inc("comity_rate_limited_total")
             raise RelayError("rate-limited", headers={"Retry-After": "1"})
-        request["member"] = f"{network}/{claims.handle}"
+        request[MEMBER] = f"{network}/{claims.handle}"
         return state, member
 
     async def admin(self, request: web.Request, network: str) -> tuple[NetworkState, Member]:
@@ -146,3 +146,9 @@ class Relay:
 
     async def audit(self, event: str, network: str | None, handle: str | None, **detail) -> None:
         await self.store.audit(event, network, handle, canonical(detail).decode("utf-8"), self.now())
+
+
+#: where the application keeps its Relay (typed key, as aiohttp recommends)
+RELAY = web.AppKey("relay", Relay)
+#: the authenticated member of a request, for the access log ("network/handle")
+MEMBER = web.RequestKey("member", str)

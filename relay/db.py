@@ -4,10 +4,12 @@ Every write is a plain function ``fn(db, *args)`` (``db`` is a
 ``sqlite_utils.Database`` over the writer's connection) handed to
 ``await Database.write(fn, *args)``. The writer thread takes everything queued
 (up to ``max_batch`` operations), runs the operations one after another in a
-single transaction, each inside its own SAVEPOINT, commits once and only then
-resolves every caller's future. So N concurrent writers cost one fsync, not N,
-and an operation that raises is rolled back alone: its caller gets the
-exception, the rest of the batch commits.
+single transaction, commits once and only then resolves every caller's future.
+So N concurrent writers cost one fsync, not N. An operation that raises is
+rolled back alone: its caller gets the exception, the rest of the batch
+commits. (The batch first runs without savepoints, the common case; if an
+operation raises, the transaction is rolled back and the batch runs again with
+each operation inside its own SAVEPOINT.)
 
 Durability: WAL with ``synchronous=FULL`` syncs the log at every commit, and a
 future resolves only after its commit returned, so a write the caller saw
@@ -19,8 +21,9 @@ while the writer commits.
 
 Rules for ``fn``: touch only the database, be quick (the whole batch waits),
 never BEGIN/COMMIT/ROLLBACK (savepoints are fine), and be safe to run again:
-if SQLite aborts the whole transaction (disk full, I/O error) the writer runs
-the batch's other operations again in a new one. A caller cancelled while its
+when an operation of the batch raises, or SQLite aborts the whole transaction
+(disk full, I/O error), the writer runs the batch's other operations again in
+a new one. A caller cancelled while its
 operation is queued does not stop it: it may still commit.
 
 On open the schema is created or upgraded from ``relay.schema.MIGRATIONS``;
@@ -277,16 +280,66 @@ class Database:
                 log.exception("rollback failed")
 
     def _run_batch(self, ops: list[_Op]) -> dict[_Op, tuple[bool, Any]]:
+        conn = self._writer.conn
+        self.largest_batch = max(self.largest_batch, len(ops))
+        self.operations += len(ops)
+        changes = conn.total_changes
+        outcomes = self._run_plain(ops)
+        if outcomes is None:
+            outcomes = self._run_isolated(ops)
+        pending = [op for op in ops if op in outcomes and outcomes[op][0]]
+        if not pending:
+            self._abort()
+            return outcomes
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._abort()
+            error = Unavailable(f"the database could not commit: {exc}")
+            for op in pending:
+                outcomes[op] = (False, error)
+        else:
+            if conn.total_changes != changes:   # a commit that wrote nothing costs no fsync
+                self.commits += 1
+        return outcomes
+
+    def _run_plain(self, ops: list[_Op]) -> dict[_Op, tuple[bool, Any]] | None:
+        """The common case: the batch in one transaction, no savepoints.
+
+        Savepoints cost two statements per operation, and every statement hands
+        the GIL to the event loop and back. If an operation raises, this rolls
+        the transaction back and returns None, and the batch runs again with a
+        savepoint around each operation (``_run_isolated``); a batch of one
+        operation needs no second run, its rollback is its isolation.
+        """
+        conn, db = self._writer.conn, self._writer
+        outcomes: dict[_Op, tuple[bool, Any]] = {}
+        conn.execute("BEGIN IMMEDIATE")
+        for op in ops:
+            try:
+                value = op.fn(db, *op.args)
+            except Exception as exc:
+                self._abort()
+                if len(ops) == 1:
+                    return {op: (False, exc)}
+                return None
+            if not conn.in_transaction:
+                if len(ops) == 1:
+                    return {op: (False, RuntimeError("a write operation ended the transaction"))}
+                return None
+            outcomes[op] = (True, value)
+        return outcomes
+
+    def _run_isolated(self, ops: list[_Op]) -> dict[_Op, tuple[bool, Any]]:
+        """The batch with a savepoint around each operation, so one that raises is rolled
+        back alone; leaves the transaction open for the caller to commit."""
         conn, db = self._writer.conn, self._writer
         outcomes: dict[_Op, tuple[bool, Any]] = {}
         pending = ops
-        self.largest_batch = max(self.largest_batch, len(ops))
-        changes = conn.total_changes
         while True:
             conn.execute("BEGIN IMMEDIATE")
             lost = None
             for op in pending:
-                self.operations += 1
                 conn.execute("SAVEPOINT comity_op")
                 try:
                     value = op.fn(db, *op.args)
@@ -305,25 +358,13 @@ class Database:
                 conn.execute("RELEASE comity_op")
                 outcomes[op] = (True, value)
             if lost is None:
-                break
+                return outcomes
             # Everything before `lost` was rolled back with it: run the survivors again.
             self._abort()
             pending = [op for op in pending
                        if op is not lost and (op not in outcomes or outcomes[op][0])]
             if not pending:
                 return outcomes
-        succeeded = [op for op in pending if outcomes[op][0]]
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._abort()
-            error = Unavailable(f"the database could not commit: {exc}")
-            for op in succeeded:
-                outcomes[op] = (False, error)
-        else:
-            if conn.total_changes != changes:   # a commit that wrote nothing costs no fsync
-                self.commits += 1
-        return outcomes
 
     @staticmethod
     def _resolve(ops: list[_Op], outcomes: dict) -> None:

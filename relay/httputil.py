@@ -11,6 +11,7 @@ from keys.encoding import parse
 from keys.errors import EncodingError
 
 from .errors import RelayError
+from .context import RELAY
 
 #: message and blob ids: base64url of 16 random bytes, as keys.envelope makes them
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -22,7 +23,7 @@ async def read_json(request: web.Request, required: set[str], optional: set[str]
     """The body as a JSON object with exactly the allowed fields, within the size cap."""
     if request.content_type != "application/json":
         raise RelayError("unsupported-media-type")
-    limit = request.app["relay"].settings.max_json_body
+    limit = request.app[RELAY].settings.max_json_body
     if request.content_length is not None and request.content_length > limit:
         raise RelayError("too-large", f"the body is larger than {limit} bytes")
     body = bytearray()

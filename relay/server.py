@@ -42,6 +42,7 @@ from .constants import CLOSE_GRACE, SHUTDOWN_GRACE
 from .db import StoreError
 from .relaykey import KeyFileError, ensure_data_dir
 from .settings import RelaySettings
+from .context import RELAY
 
 LOCK_FILE = "relay.lock"
 
@@ -189,7 +190,7 @@ async def serve(settings: RelaySettings) -> None:
             # The first signal drains; a second one stops waiting for requests in flight.
             loop.add_signal_handler(signum, lambda: hurry.set() if stop.is_set() else stop.set())
         port = site._server.sockets[0].getsockname()[1]
-        relay = app["relay"]
+        relay = app[RELAY]
         print(f"listening on {_url('https' if context else 'http', settings.host, port)}",
               flush=True)
         print(f"relay fingerprint {format_fingerprint(relay.key.public.fingerprint())}",

@@ -42,6 +42,7 @@ from relay.auth import AUTH_PURPOSE, auth_statement
 from relay.constants import TOKEN_TTL
 from relay.handlers.networks import creation_token_hash
 from relay.settings import RelaySettings
+from relay.context import RELAY
 
 #: encryption keys made by the helpers stay valid this long (tests move the clock by days)
 KEY_LIFETIME = 365 * DAY
@@ -96,7 +97,7 @@ class RunningRelay:
     @property
     def state(self):
         """The app's ``relay.context.Relay``."""
-        return self.app["relay"]
+        return self.app[RELAY]
 
     @property
     def store(self):

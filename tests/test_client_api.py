@@ -34,6 +34,7 @@ from keys.invite import Invite
 from relay.app import make_app
 from relay.handlers.networks import creation_token_hash
 from relay.settings import RelaySettings
+from relay.context import RELAY
 
 PASSPHRASE = "correct horse battery staple"
 NETWORK = "refco"
@@ -60,7 +61,7 @@ class Relay:
     async def token(self, network: str) -> str:
         """What ``comity-relay token --network NAME`` does."""
         value = b64e(os.urandom(24))
-        store = self.server.app["relay"].store
+        store = self.server.app[RELAY].store
         await store.add_creation_token(network, creation_token_hash(value), int(time.time()) + TOKEN_TTL)
         return value
 

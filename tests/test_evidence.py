@@ -21,6 +21,7 @@ from keys.evidence import bundle_bytes, verify_bundle_bytes
 from relay.app import make_app
 from relay.handlers.networks import creation_token_hash
 from relay.settings import RelaySettings
+from relay.context import RELAY
 
 NETWORK = "sahel-demo"
 
@@ -37,7 +38,7 @@ async def members(tmp_path):
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     url = f"http://127.0.0.1:{server.port}"
-    await app["relay"].store.add_creation_token(NETWORK, creation_token_hash("t" * 24), int(time.time()) + 600)
+    await app[RELAY].store.add_creation_token(NETWORK, creation_token_hash("t" * 24), int(time.time()) + 600)
     people = {}
     ana = people["ana"] = Comity.at(tmp_path / "ana")
     ana.create_identity("ana", "pw")
@@ -67,7 +68,7 @@ async def test_status_accepted_delivered_acknowledged_and_tampered_copy_rejected
     assert r["delivered"] and r["acknowledged"] and r["rejected"] is None
 
     # A copy altered on the way to carol (here: flipped in the relay's database).
-    store = members["_app"]["relay"].store
+    store = members["_app"][RELAY].store
     original = await store.get_envelope(NETWORK, sent["id"])
     envelope = parse(original)
     envelope["ciphertext"] = ("B" if envelope["ciphertext"][0] != "B" else "C") + envelope["ciphertext"][1:]

@@ -257,6 +257,15 @@ async def test_envelope_deleted_once_every_recipient_collected(trio):
     assert len(verify_chain(result["receipts"])[mid]) == 3
 
 
+async def test_collected_without_a_fetch_still_records_delivery(trio):
+    ana, bob, carol = members(trio)
+    envelope, _ = await trio.send(ana, ["bob"])
+    assert (await collect(trio, bob, envelope["id"])).json() == {"collected": True, "deleted": True}
+    result = (await status(trio, ana, envelope["id"])).json()
+    assert [r["kind"] for r in result["receipts"]] == ["submission-accepted", "delivered"]
+    assert len(verify_chain(result["receipts"])[envelope["id"]]) == 2
+
+
 async def test_status_is_the_senders_view(trio):
     ana, bob, carol = members(trio)
     envelope, submission = await trio.send(ana, ["bob", "carol"])

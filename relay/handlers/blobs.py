@@ -25,6 +25,7 @@ from ..blobs import BadBlobId, OffsetMismatch, check_blob_id, new_blob_id
 from ..constants import MAX_BLOB_PIECES
 from ..errors import RelayError
 from ..httputil import field_int, json_response, path_name, read_json
+from ..context import RELAY
 
 #: bytes taken from the request per read while streaming a piece to disk
 PIECE_READ = 256 * 1024
@@ -43,7 +44,7 @@ def _blob_id(request: web.Request) -> str:
 
 
 async def create(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
     state, member = await relay.member(request, network)
     limit = ciphertext_size(state.roster.policy.max_attachment_bytes)
@@ -57,7 +58,7 @@ async def create(request: web.Request) -> web.Response:
 
 
 async def _owned(request: web.Request):
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
     _, member = await relay.member(request, network)
     blob = await relay.store.get_blob(network, _blob_id(request))
@@ -112,7 +113,7 @@ async def upload(request: web.Request) -> web.Response:
 
 
 async def download(request: web.Request) -> web.StreamResponse:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
     _, member = await relay.member(request, network)
     blob_id = _blob_id(request)

@@ -23,10 +23,11 @@ from keys.invite import check_enrollment_request
 from ..constants import INVITE_TTL
 from ..errors import RelayError
 from ..httputil import ID_PATTERN, NAME_PATTERN, field_int, field_str, json_response, path_name, read_json
+from ..context import RELAY
 
 
 async def add_invite(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
     state, admin = await relay.admin(request, network)
     body = await read_json(request, {"invite_id", "handle", "role"}, {"expires"})
@@ -45,7 +46,7 @@ async def add_invite(request: web.Request) -> web.Response:
 
 
 async def submit_enrollment(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
     body = await read_json(request, {"request"})
     try:
@@ -76,7 +77,7 @@ async def submit_enrollment(request: web.Request) -> web.Response:
 
 
 async def list_enrollments(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
     await relay.admin(request, network)
     rows = await relay.store.list_enrollments(network, relay.now())

@@ -9,13 +9,14 @@ from aiohttp import WSMsgType, web
 
 from ..constants import SECOND
 from ..httputil import path_name
+from ..context import RELAY
 
 #: a ping every so often keeps NAT and proxies from dropping an idle connection
 HEARTBEAT = 30 * SECOND
 
 
 async def events(request: web.Request) -> web.WebSocketResponse:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
     _, member = await relay.member(request, network)   # refused before the upgrade
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT)

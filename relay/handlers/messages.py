@@ -20,10 +20,11 @@ from keys.receipts import make_relay_receipt
 from ..constants import MAX_MAILBOX_PAGE
 from ..errors import RelayError
 from ..httputil import json_response, path_id, path_name, query_int, read_json
+from ..context import RELAY
 
 
 async def submit(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
     state, member = await relay.member(request, network)
     envelope = (await read_json(request, {"envelope"}))["envelope"]
@@ -62,7 +63,7 @@ async def submit(request: web.Request) -> web.Response:
 
 
 async def mailbox(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
     _, member = await relay.member(request, network)
     after = query_int(request, "after", 0, 0, 2**62)
@@ -75,27 +76,32 @@ async def mailbox(request: web.Request) -> web.Response:
     })
 
 
+async def _deliver(relay, state, message, handle: str) -> str:
+    """Record ``handle``'s collection of ``message`` (once) and return its signed receipt."""
+    def make_receipt(prev: str) -> str:
+        return canonical(make_relay_receipt(
+            relay.key, "delivered", network=b64e(state.genesis_hash),
+            message_id=message.message_id, envelope_hash=message.envelope_hash, sender=message.sender,
+            time=relay.now(), recipient=handle, prev=prev)).decode("utf-8")
+
+    receipt, first = await relay.store.record_delivery(state.name, message.message_id, handle,
+                                                       make_receipt, relay.now())
+    if first:
+        relay.metrics.inc("comity_messages_delivered_total")
+        relay.hub.publish(state.name, message.sender, {"type": "status", "id": message.message_id})
+    return receipt
+
+
 async def fetch(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
     state, member = await relay.member(request, network)
     message_id = path_id(request, "id", "no-message")
     message = await relay.store.get_message(network, message_id)
     if member.handle in message.recipients:
         envelope = await relay.store.get_envelope(network, message_id)
-
-        def make_receipt(prev: str) -> str:
-            return canonical(make_relay_receipt(
-                relay.key, "delivered", network=b64e(state.genesis_hash),
-                message_id=message_id, envelope_hash=message.envelope_hash, sender=message.sender,
-                time=relay.now(), recipient=member.handle, prev=prev)).decode("utf-8")
-
-        receipt, first = await relay.store.record_delivery(network, message_id, member.handle,
-                                                           make_receipt, relay.now())
+        receipt = await _deliver(relay, state, message, member.handle)
         relay.metrics.inc("comity_bytes_sent_total", len(envelope))
-        if first:
-            relay.metrics.inc("comity_messages_delivered_total")
-            relay.hub.publish(network, message.sender, {"type": "status", "id": message_id})
     elif member.handle == message.sender:
         envelope, receipt = await relay.store.get_envelope(network, message_id), "null"
     else:
@@ -105,16 +111,21 @@ async def fetch(request: web.Request) -> web.Response:
 
 
 async def collected(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
-    _, member = await relay.member(request, network)
+    state, member = await relay.member(request, network)
     message_id = path_id(request, "id", "no-message")
+    message = await relay.store.get_message(network, message_id)
+    if member.handle not in message.recipients:
+        raise RelayError("no-message")
+    # Collecting without fetching still leaves the sender its delivery evidence.
+    await _deliver(relay, state, message, member.handle)
     deleted = await relay.store.mark_collected(network, message_id, member.handle, relay.now())
     return json_response({"collected": True, "deleted": deleted})
 
 
 async def status(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
     _, member = await relay.member(request, network)
     message_id = path_id(request, "id", "no-message")

@@ -16,7 +16,7 @@ from keys.errors import KeysError, LogError
 from keys.log import LogVerifier, entry_hash
 
 from ..constants import MAX_LOG_PAGE
-from ..context import NetworkState
+from ..context import RELAY, NetworkState
 from ..errors import RelayError
 from ..httputil import ID_PATTERN, json_response, path_name, query_int, read_json
 
@@ -27,7 +27,7 @@ def creation_token_hash(token: str) -> str:
 
 
 async def create_network(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     body = await read_json(request, {"token", "genesis"})
     genesis, token = body["genesis"], body["token"]
     if not isinstance(token, str) or not 16 <= len(token) <= 128:
@@ -56,7 +56,7 @@ async def create_network(request: web.Request) -> web.Response:
 
 async def _log_reader(request: web.Request, network: str) -> NetworkState:
     """Members read the log with their token; an enrollee with its pending invite id."""
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     invite_id = request.headers.get("Comity-Invite")
     if invite_id is not None and "Authorization" not in request.headers:
         if not ID_PATTERN.fullmatch(invite_id):
@@ -70,7 +70,7 @@ async def _log_reader(request: web.Request, network: str) -> NetworkState:
 
 
 async def get_log(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
     state = await _log_reader(request, network)
     since = query_int(request, "since", 0, 0, 2**53)
@@ -86,7 +86,7 @@ async def get_log(request: web.Request) -> web.Response:
 
 
 async def append_log(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
     state, member = await relay.member(request, network)
     body = await read_json(request, {"entry"})

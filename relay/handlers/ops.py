@@ -9,17 +9,18 @@ from keys.identity import format_fingerprint
 
 from ..httputil import json_response
 from ..openapi import openapi_document
+from ..context import RELAY
 
 
 async def healthz(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     await relay.store.ping()
     return json_response({"status": "draining" if relay.draining else "ok"},
                          status=503 if relay.draining else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     counts = await relay.store.counts()
     gauges = {
         "comity_messages_stored": counts.messages,
@@ -35,7 +36,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def relay_info(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     return json_response({
         "relay_key": relay.key.public.b64(),
         "fingerprint": format_fingerprint(relay.key.public.fingerprint()),

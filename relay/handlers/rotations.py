@@ -24,7 +24,7 @@ from keys.identity import IdentityPublicKey
 from keys.log import ENTRY_FIELDS, ENTRY_PURPOSE, MAX_SIGNATURES, signed_content
 from keys.roster import Member
 
-from ..context import NetworkState
+from ..context import RELAY, NetworkState
 from ..errors import RelayError
 from ..httputil import json_response, path_name, read_json
 
@@ -71,7 +71,7 @@ def _check_rotation(state: NetworkState, member: Member, entry) -> None:
 
 
 async def submit(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
     state, member = await relay.member(request, network)
     entry = (await read_json(request, {"entry"}))["entry"]
@@ -84,7 +84,7 @@ async def submit(request: web.Request) -> web.Response:
 
 
 async def listing(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
     await relay.admin(request, network)
     rows = await relay.store.pending_rotations(network)

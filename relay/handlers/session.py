@@ -17,10 +17,11 @@ from keys.errors import KeysError
 from ..auth import AUTH_PURPOSE, CHALLENGE_BYTES, auth_statement
 from ..errors import RelayError
 from ..httputil import NAME_PATTERN, field_str, json_response, path_name, read_json
+from ..context import RELAY
 
 
 async def challenge(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
     body = await read_json(request, {"handle"})
     handle = field_str(body, "handle", NAME_PATTERN)
@@ -30,7 +31,7 @@ async def challenge(request: web.Request) -> web.Response:
 
 
 async def token(request: web.Request) -> web.Response:
-    relay = request.app["relay"]
+    relay = request.app[RELAY]
     network = path_name(request)
     body = await read_json(request, {"handle", "challenge", "signature"})
     handle = field_str(body, "handle", NAME_PATTERN)
