@@ -10,6 +10,7 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import sys
@@ -67,7 +68,12 @@ async def error_middleware(request: web.Request, handler):
         return _error_response(RelayError("bad-request", "the request body could not be read"))
     except (ConnectionResetError, asyncio.CancelledError):
         raise
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # Not the client's fault, and nothing was acknowledged: retry once space is freed.
+            log.error("disk full: %s %s refused", request.method, request.path)
+            return _error_response(RelayError("unavailable", "the relay's disk is full: retry later",
+                                              headers={"Retry-After": "60"}))
         log.exception("bug: unhandled error in %s %s", request.method, request.match_info.route.resource
                       and request.match_info.route.resource.canonical)
         return web.Response(body=b'{"error":"internal","message":"internal error"}', status=500,

@@ -232,3 +232,21 @@ def test_api_doc_names_every_route_and_error_code():
         assert f"`{route.method} {route.path}`" in doc, (route.method, route.path)
     for code in CATALOGUE:
         assert f"`{code}`" in doc, code
+
+
+async def test_a_full_disk_is_a_503_not_a_500(relay, monkeypatch):
+    """ENOSPC while writing a blob: the client is told to retry later, nothing is acknowledged."""
+    import errno as errno_module
+    from relay import blobs as blob_module
+
+    def full(fd, data):
+        raise OSError(errno_module.ENOSPC, "No space left on device")
+    network = await create_network(relay)
+    created = await relay.post(network.path + "/blobs", {"size": 10}, member=network.admin)
+    monkeypatch.setattr(blob_module, "_write_all", full)
+    reply = await relay.request("PATCH", f"{network.path}/blobs/{created.json()['blob']}",
+                                member=network.admin, data=b"x" * 10,
+                                headers={"Upload-Offset": "0",
+                                         "Content-Type": "application/offset+octet-stream"})
+    assert (reply.status, reply.error) == (503, "unavailable")
+    assert reply.headers["Retry-After"] == "60"
