@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from keys.errors import KeysError
-from keys.evidence import verify_bundle_bytes
+from keys.evidence import FORMAT, verify_bundle_bytes
 from keys.identity import parse_fingerprint
 
 from .cli import Context, group, pass_context
@@ -85,6 +85,10 @@ def verify(bundle_file, network_fingerprint, as_json) -> None:
         raise ClientError(f"cannot read {bundle_file}: {exc.strerror}") from None
     if len(data) > MAX_BUNDLE_BYTES:
         raise ClientError("the bundle is too large")
+    if FORMAT.encode("ascii") not in data:
+        # Not even a damaged bundle (those get a report saying what fails): a wrong file.
+        raise ClientError(f"{bundle_file} is not a comity evidence bundle",
+                          hint="'comity export ID --out FILE' writes one")
     expected = None
     if network_fingerprint:
         try:

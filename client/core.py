@@ -180,11 +180,20 @@ class Core:
         me = verifier.roster.member(self.handle)
         if pending is not None and me is not None and me.identity_key == pending.public:
             # An administrator countersigned our identity rotation: the new key is ours now.
-            self.secrets.identity, self.secrets.pending_identity = pending, None
-            self.keystore.resave(self.secrets)
+            self._adopt_pending_identity(me.encryption_key_version)
         if me is None or not me.active or me.identity_key != self.identity.public:
             raise NotAMember(f"you are no longer an active member of {name}")
         return row, relay, verifier
+
+    def _adopt_pending_identity(self, published_version: int) -> None:
+        """Our identity rotation is in the log: its identity key is ours, and the encryption keys
+        older than the one published with it are retired (destroyed after the grace period)."""
+        now = self.now()
+        for kept in self.secrets.encryption_keys:
+            if kept.version < published_version and kept.retired_at is None:
+                kept.retired_at = now
+        self.secrets.identity, self.secrets.pending_identity = self.secrets.pending_identity, None
+        self.keystore.resave(self.secrets)
 
     async def _authenticate(self, row: NetworkRow, relay: RelayClient) -> None:
         try:

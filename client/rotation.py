@@ -106,8 +106,7 @@ class RotationMixin(Core):
     def _promote_identity(self, network: str, entry: dict) -> None:
         from keys.log import entry_hash
         self.state.add_log_entries(network, [(entry["seq"], b64e(entry_hash(entry)), entry)])
-        self.secrets.identity, self.secrets.pending_identity = self.secrets.pending_identity, None
-        self.keystore.resave(self.secrets)
+        self._adopt_pending_identity(entry["body"]["encryption_key"]["version"])
         for client in self._relays.values():
             client.forget_token(network, self.handle)
 

@@ -12,7 +12,8 @@ command runs; only when it exits 0 is the row marked ``done``. A watcher
 killed before that runs the command again on restart; a command that fails is
 retried at the next catch-up. So a command runs at least once, and more than
 once only if the watcher dies in the instant between the command's exit and
-the database write.
+the database write. A stop (SIGTERM, Ctrl-C) waits for a command already
+started, so that it is marked done rather than run again at the next start.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class Watcher:
                         if event.get("type") in ("message", "status", "hello"):
                             await self._catch_up(network)
                 # The socket closed: the relay restarted or the network dropped.
+                self.say(f"lost {network}: the relay closed the connection; reconnecting")
             except (RelayUnreachable, ConnectionError, asyncio.TimeoutError) as exc:
                 if failures == 0:
                     self.say(f"lost {network}: {getattr(exc, 'message', exc)}; reconnecting")
@@ -125,16 +127,26 @@ class Watcher:
         for network, message_id, at, flags, record in list(self.client.state.rows("message", flags="in")):
             if record.get("exec") != "pending":
                 continue
-            payload = json.dumps(self.client.read(message_id), ensure_ascii=False).encode("utf-8")
-            process = await asyncio.create_subprocess_shell(
-                self.exec_cmd, stdin=asyncio.subprocess.PIPE)
-            await process.communicate(payload)
-            if process.returncode == 0:
-                record["exec"] = "done"
-                self.client.state.put("message", network, message_id, record, at=at, flags=flags)
-            else:
-                self.say(f"--exec failed for {message_id} (exit status {process.returncode}); will retry")
+            run = asyncio.ensure_future(self._exec(network, message_id, at, flags, record))
+            try:
+                # A stop (SIGTERM) lets a started command finish and be marked done: cancelled
+                # half-way, it would run again at the next start, a second time for one message.
+                status = await asyncio.shield(run)
+            except asyncio.CancelledError:
+                await run
+                raise
+            if status != 0:
+                self.say(f"--exec failed for {message_id} (exit status {status}); will retry")
                 return
+
+    async def _exec(self, network: str, message_id: str, at: int, flags: str, record: dict) -> int:
+        payload = json.dumps(self.client.read(message_id), ensure_ascii=False).encode("utf-8")
+        process = await asyncio.create_subprocess_shell(self.exec_cmd, stdin=asyncio.subprocess.PIPE)
+        await process.communicate(payload)
+        if process.returncode == 0:
+            record["exec"] = "done"
+            self.client.state.put("message", network, message_id, record, at=at, flags=flags)
+        return process.returncode
 
     async def _maintain(self, network: str) -> None:
         """Rotate an encryption key past the network's maximum age; destroy expired old keys."""

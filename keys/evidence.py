@@ -103,7 +103,7 @@ def make_bundle(*, network: str, message_id: str, relay_key: str, envelope: dict
               "exported_by": exported_by, "exported_at": exported_at}
     helper = dict(bundle, _sender_key=verifier.roster_at(payload["roster_head"]["seq"])
                   .member(payload["sender"]).identity_key.raw,
-                  evidence=[_with_key(r, verifier) for r in evidence])
+                  evidence=[_with_key(r, verifier, payload["roster_head"]["seq"]) for r in evidence])
     bundle["signatures"] = signature_list(helper)
     bundle["exporter_signature"] = exporter.sign_b64(BUNDLE_PURPOSE, bundle)
     return bundle
@@ -128,11 +128,16 @@ def verify_bundle_bytes(data: bytes, *, expected_network: bytes | None = None) -
     return report
 
 
-def _with_key(record: dict, verifier: LogVerifier) -> dict:
+def _with_key(record: dict, verifier: LogVerifier, from_seq: int) -> dict:
+    """A recipient's record with the key that signed it, for the OpenSSL list: the one among the
+    keys it held from ``from_seq`` on, not its latest (it may have rotated its identity since)."""
     if "relay_key" in record:
         return record
-    member = verifier.roster.member(record["recipient"])
-    return {**record, "_key": member.identity_key.raw} if member else record
+    try:
+        key = _member_key_for(verifier, record["recipient"], from_seq, record)
+    except KeysError:
+        return record          # verify_bundle refuses such a record before it compares the list
+    return {**record, "_key": key.raw}
 
 
 @dataclass
@@ -225,7 +230,7 @@ def _verify(bundle: Any, report: Report, expected_network: bytes | None) -> None
     report.add(True, "the receipts form one unbroken chain from the relay's submission receipt")
 
     expected = signature_list(dict(bundle, _sender_key=sender.identity_key.raw,
-                                   evidence=[_with_key(r, verifier) for r in bundle["evidence"]]))
+                                   evidence=[_with_key(r, verifier, head["seq"]) for r in bundle["evidence"]]))
     if expected != bundle["signatures"]:
         raise EvidenceError("the OpenSSL signature list does not match the records")
     report.add(True, f"the {len(expected)} signatures listed for OpenSSL match the records")

@@ -1,7 +1,9 @@
-"""Helpers for the end-to-end CLI tests (tests/test_cli_e2e.py); not tests themselves.
+"""Helpers for the end-to-end CLI tests (tests/test_cli_e2e.py, tests/test_cli_evidence_e2e.py);
+not tests themselves.
 
 Everything runs as a user would run it: ``comity-relay serve --port 0`` as a
-child process (its URL read from its stdout, with a deadline), and every
+child process (its URL read from its stdout, with a deadline; ``restart``
+brings it back on the same port and data), and every
 member a ``comity`` child process with its own ``COMITY_HOME`` and
 ``COMITY_PASSPHRASE``. ``COMITY_INSECURE_FAST_KDF=1`` makes argon2id cheap;
 nothing else is changed. The helpers never sleep for a fixed time: they wait
@@ -77,27 +79,47 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 class RelayProcess:
-    """``comity-relay serve --port 0 --data-dir DIR`` as a child process."""
+    """``comity-relay serve --port PORT --data-dir DIR`` as a child process (PORT 0: any free one)."""
 
-    def __init__(self, data_dir: Path, log_dir: Path):
+    def __init__(self, data_dir: Path, log_dir: Path, port: int = 0):
         self.data_dir = data_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         # The access log goes to a file: a pipe nobody reads could fill and stall the relay.
+        # Appended to, so that a restarted relay (``restart``) keeps the earlier records.
         self.log_path = log_dir / f"relay-{data_dir.name}.log"
-        self._stderr = open(self.log_path, "wb")
+        self._start(port)
+
+    def _start(self, port: int) -> None:
+        self._stderr = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            COMITY_RELAY + ["serve", "--port", "0", "--data-dir", str(data_dir)],
+            COMITY_RELAY + ["serve", "--port", str(port), "--data-dir", str(self.data_dir)],
             stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL,
             env=base_env(), text=True)
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        lines: queue.Queue[str | None] = queue.Queue()
+        self._lines = lines
+        threading.Thread(target=self._pump, args=(self.process, lines), daemon=True).start()
         self.url = self._expect(r"listening on (\S+)").group(1)
         self.fingerprint = self._expect(r"relay fingerprint (.+)").group(1).strip()
 
-    def _pump(self) -> None:
-        for line in self.process.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
+
+    def restart(self, signum: int = signal.SIGKILL) -> None:
+        """End the relay with ``signum`` (SIGKILL: a crash), then serve the same data on the same port."""
+        url = self.url
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        self.process.wait(timeout=RELAY_STOP_TIMEOUT)
+        self._stderr.close()
+        self._start(self.port)
+        assert self.url == url, f"the relay came back at {self.url}, not {url}"
+
+    @staticmethod
+    def _pump(process: subprocess.Popen, lines: queue.Queue) -> None:
+        for line in process.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
 
     def _expect(self, pattern: str) -> re.Match:
         deadline = time.monotonic() + RELAY_START_TIMEOUT
@@ -221,6 +243,17 @@ class Member:
         return subprocess.Popen(COMITY + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, env=self.env(**extra_env), text=True)
 
+    def spawn(self, *args: str, log: Path) -> subprocess.Popen:
+        """A long-running command (``comity watch``) with stdout and stderr appended to ``log``.
+
+        A file, not a pipe: a pipe nobody reads could fill and stall the command. In a process
+        group of its own, so that ``kill_group`` can end it with whatever it started.
+        """
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as fh:
+            return subprocess.Popen(COMITY + list(args), stdout=fh, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=self.env(), start_new_session=True)
+
     def run(self, *args: str, ok: bool = True, input: str | None = None, env: dict | None = None,
             timeout: float = COMMAND_TIMEOUT) -> Result:
         done = subprocess.run(COMITY + list(args), capture_output=True, text=True, timeout=timeout,
@@ -317,6 +350,13 @@ def kill(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.kill(process.pid, signal.SIGKILL)
     process.communicate(timeout=COMMAND_TIMEOUT)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL a ``Member.spawn`` process and what it started (its process group), then reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=COMMAND_TIMEOUT)
 
 
 def random_file(path: Path, size: int) -> Path:
