@@ -29,12 +29,12 @@ def watch(ctx: Context, exec_cmd, once, no_ack) -> None:
     async def work(client):
         watcher = Watcher(client, exec_cmd=exec_cmd, ack=not no_ack,
                           say=(lambda text: None) if ctx.quiet else (lambda text: say(f"watch: {text}")))
-        if once:
-            return await watcher.once()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        if once:
+            return await watcher.once(stop)
         if not ctx.quiet:
             say("watch: waiting for messages (Ctrl-C to stop)")
         return await watcher.run(stop)

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 
 from keys.constants import HANDLE_PATTERN, DAY
-from keys.encoding import b64d
+from keys.encoding import b64d, b64e
 from keys.errors import ForkError, KeysError, LogError
 from keys.hpke import EncryptionKey, make_key_record
 from keys.identity import IdentityKey
@@ -126,6 +126,26 @@ class Core:
     def key_record(self, kept: KeptKey) -> dict:
         return make_key_record(self.identity, kept.key.public, version=kept.version,
                                created=kept.created, not_after=kept.not_after)
+
+    def prune_keys(self, grace: int) -> list[int]:
+        """Destroy retired private keys older than ``grace`` seconds; returns their versions."""
+        now = self.now()
+        gone = [k.version for k in self.secrets.encryption_keys
+                if k.retired_at is not None and now - k.retired_at >= grace]
+        if gone:
+            self.secrets.encryption_keys = [k for k in self.secrets.encryption_keys if k.version not in gone]
+            self.keystore.resave(self.secrets)
+        return gone
+
+    def destroy_expired_keys(self) -> list[int]:
+        """Destroy retired keys past the longest grace period of the networks seen so far.
+
+        The longest, because one key serves every network: a shorter grace in one
+        network must not destroy a key another network's senders may still use.
+        """
+        if not self._verifiers:
+            return []
+        return self.prune_keys(max(v.roster.policy.key_grace for v in self._verifiers.values()))
 
     # -- relays ---------------------------------------------------------------
 
@@ -239,7 +259,7 @@ class Core:
                 raise TrustError(
                     f"the relay served a {row.name} log entry that does not verify: {exc.message}",
                     hint="the relay may be compromised or the log forked; tell your administrator") from None
-            new.append((entry["seq"], entry_hash(entry).hex(), entry))
+            new.append((entry["seq"], b64e(entry_hash(entry)), entry))
         if new:
             self.state.add_log_entries(row.name, new)
 

@@ -64,14 +64,16 @@ class MessagesMixin(AcksMixin):
         to us are folded into our sent messages' evidence, not returned).
         """
         if network:
-            return await self._collect(network, progress, ack=ack)
-        new = []
-        for row in self.state.networks():
-            try:
-                new.extend(await self._collect(row.name, progress, ack=ack))
-            except NotAMember:
-                if row.status != "pending":   # still awaiting approval: nothing to collect yet
-                    raise
+            new = await self._collect(network, progress, ack=ack)
+        else:
+            new = []
+            for row in self.state.networks():
+                try:
+                    new.extend(await self._collect(row.name, progress, ack=ack))
+                except NotAMember:
+                    if row.status != "pending":   # still awaiting approval: nothing to collect yet
+                        raise
+        self.destroy_expired_keys()              # forward secrecy even without comity watch
         return new
 
     async def _collect(self, network: str, progress: ProgressFactory = _no_progress, *,

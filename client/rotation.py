@@ -17,11 +17,11 @@ from keys.encoding import b64e
 from keys.errors import KeysError
 from keys.hpke import EncryptionKey
 from keys.identity import IdentityKey, format_fingerprint
-from keys.log import ENTRY_PURPOSE, LogVerifier, make_entry, signed_content
+from keys.log import ENTRY_PURPOSE, make_entry, signed_content
 from keys.constants import ROLES
 
 from .core import KEY_LIFETIME, Core
-from .errors import ClientError, NotAMember, UsageError
+from .errors import ClientError, UsageError
 from .keystore import KeptKey
 
 #: warn this long before the encryption key reaches the network's maximum age
@@ -51,17 +51,8 @@ class RotationMixin(Core):
             published.append(name)
         current.retired_at = now
         self.keystore.resave(self.secrets)
+        self.destroy_expired_keys()
         return {"version": new.version, "networks": published}
-
-    def prune_keys(self, grace: int) -> list[int]:
-        """Destroy retired private keys older than ``grace`` seconds; returns their versions."""
-        now = self.now()
-        gone = [k.version for k in self.secrets.encryption_keys
-                if k.retired_at is not None and now - k.retired_at >= grace]
-        if gone:
-            self.secrets.encryption_keys = [k for k in self.secrets.encryption_keys if k.version not in gone]
-            self.keystore.resave(self.secrets)
-        return gone
 
     def key_age_state(self, max_age: int) -> str:
         """``ok``, ``warn`` (rotation due within WARN_AHEAD) or ``due``."""

@@ -24,6 +24,8 @@ import logging
 import random
 from typing import Callable
 
+import aiohttp
+
 from .api import Comity
 from .errors import ClientError, NotAMember, RelayRefused, RelayUnreachable
 
@@ -33,7 +35,7 @@ log = logging.getLogger("comity.watch")
 MAX_BACKOFF = 60
 #: how often the watcher checks key ages and destroys expired old keys (seconds)
 MAINTENANCE_INTERVAL = 3600
-#: a failing --exec command is retried at the next catch-up, at most this often (seconds)
+#: with no event for this long, the watcher retries a failed --exec command (seconds)
 EXEC_RETRY = 30
 
 
@@ -48,9 +50,14 @@ class Watcher:
         self._last_maintenance = 0.0
         self.processed = 0
 
-    async def once(self) -> int:
-        """Process what is waiting in every network, then return."""
+    async def once(self, stop: asyncio.Event | None = None) -> int:
+        """Process what is waiting in every network, then return.
+
+        ``stop`` (set by SIGTERM) ends it after the network being processed.
+        """
         for name in self._networks():
+            if stop is not None and stop.is_set():
+                break
             await self._catch_up(name)
         return self.processed
 
@@ -83,8 +90,18 @@ class Watcher:
                     self.say(f"reconnected to {network}")
                 failures = 0
                 async with ws:
-                    async for frame in ws:
-                        event = json.loads(frame.data) if isinstance(frame.data, str) else {}
+                    while True:
+                        try:
+                            frame = await ws.receive(timeout=EXEC_RETRY)
+                        except asyncio.TimeoutError:
+                            await self._idle(network)     # retry a failed --exec, key upkeep
+                            continue
+                        if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
+                                          aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                            break
+                        if frame.type != aiohttp.WSMsgType.TEXT:
+                            continue
+                        event = json.loads(frame.data)
                         if event.get("type") == "revoked":
                             raise NotAMember(f"you were removed from {network} (or your key was replaced)")
                         if event.get("type") in ("message", "status", "hello"):
@@ -110,6 +127,11 @@ class Watcher:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except asyncio.TimeoutError:
                 pass
+
+    async def _idle(self, network: str) -> None:
+        async with self._lock:
+            await self._run_pending_execs()
+            await self._maintain(network)
 
     async def _catch_up(self, network: str) -> None:
         async with self._lock:
@@ -161,6 +183,6 @@ class Watcher:
             self.say(f"rotated the encryption key to version {result['version']} (older than the policy allows)")
         elif state == "warn":
             self.say("the encryption key is close to the network's maximum age: it will rotate soon")
-        destroyed = self.client.prune_keys(policy.key_grace)
+        destroyed = self.client.destroy_expired_keys()
         if destroyed:
             self.say(f"destroyed old encryption key version(s) {', '.join(map(str, destroyed))}")
