@@ -68,9 +68,14 @@ def _check(value: Any, depth: int = 0) -> None:
     raise EncodingError(f"values of type {type(value).__name__} cannot be encoded")
 
 
-def canonical(value: Any) -> bytes:
-    """Serialise ``value`` to canonical comity JSON bytes."""
-    _check(value)
+def canonical(value: Any, *, checked: bool = False) -> bytes:
+    """Serialise ``value`` to canonical comity JSON bytes.
+
+    ``checked=True`` skips the value check for data that ``parse`` returned
+    (it ran the same check): the relay's hot path encodes what it just parsed.
+    """
+    if not checked:
+        _check(value)
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")

@@ -37,6 +37,8 @@ CHALLENGE_BYTES = 32  # 256 bits: unguessable and never repeats in practice
 TOKEN_SECRET_BYTES = 32
 #: cap on outstanding challenges so unauthenticated callers cannot fill memory
 MAX_OUTSTANDING_CHALLENGES = 100_000
+#: verified bearer tokens remembered to skip the HMAC and parse on the hot path
+MAX_CACHED_TOKENS = 10_000
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class Authenticator:
         self._secret = secret
         self._clock = clock
         self._challenges: dict[tuple[str, str, bytes], float] = {}
+        #: tokens whose MAC verified -> their claims (expiry is still checked on every use)
+        self._verified: dict[str, TokenClaims] = {}
 
     def __repr__(self) -> str:
         return "Authenticator(<secret>)"
@@ -93,6 +97,18 @@ class Authenticator:
 
     def check_token(self, token: str) -> TokenClaims:
         """Check the MAC and expiry; the caller checks the member is still active."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached.expires < self._clock():
+                raise RelayError("bad-token", "the bearer token expired: authenticate again")
+            return cached
+        result = self._check_token(token)
+        if len(self._verified) >= MAX_CACHED_TOKENS:
+            self._verified.clear()      # simplest bound; a miss only costs one HMAC
+        self._verified[token] = result
+        return result
+
+    def _check_token(self, token: str) -> TokenClaims:
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != "v1" or len(token) > 1024:
             raise RelayError("bad-token")

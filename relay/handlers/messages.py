@@ -10,10 +10,12 @@ GET  /v1/networks/{network}/messages/{id}/status     the sender's view: per-reci
 
 from __future__ import annotations
 
+import hashlib
+
 from aiohttp import web
 
 from keys.encoding import b64e, canonical, parse
-from keys.envelope import check_envelope_shape, envelope_hash
+from keys.envelope import check_envelope_shape
 from keys.errors import EnvelopeError
 from keys.receipts import make_relay_receipt
 
@@ -42,8 +44,8 @@ async def submit(request: web.Request) -> web.Response:
         recipient = roster.member(handle)
         if recipient is None or not recipient.active:
             raise RelayError("bad-envelope", f"{handle} is not an active member of this network")
-    text = canonical(envelope)
-    digest = envelope_hash(envelope)
+    text = canonical(envelope, checked=True)          # read_json parsed (and checked) it
+    digest = hashlib.sha256(text).digest()            # = keys.envelope.envelope_hash, text at hand
     now = relay.now()
     receipt = make_relay_receipt(
         relay.key, "submission-accepted", network=envelope["network"], message_id=envelope["id"],
