@@ -430,3 +430,17 @@ async def create_network(relay: RunningRelay, name: str = "refco", *, admin: str
     network = Network(relay, genesis, first)
     await authenticate(relay, network, first)
     return network
+
+
+@pytest.fixture
+async def trio(relay) -> "Network":
+    """A network with ana (admin), bob and carol."""
+    network = await create_network(relay)
+    await network.add_member("bob")
+    await network.add_member("carol")
+    return network
+
+
+def members(network: "Network") -> tuple["Member", "Member", "Member"]:
+    """ana, bob and carol of ``trio``."""
+    return network.admin, network.members["bob"], network.members["carol"]

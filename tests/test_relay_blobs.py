@@ -14,22 +14,10 @@ from keys.log import default_policy
 from keys.stream import decrypt_stream
 from relay.blobs import WRITE_BUFFER
 from relay.constants import ORPHAN_BLOB_TTL
-from tests.relay_helpers import create_network, relay  # noqa: F401  (fixture)
+from tests.relay_helpers import create_network, members, relay, trio  # noqa: F401  (fixtures)
 
 #: how long a test waits for the relay to settle after a dropped connection
 SETTLE_TIMEOUT = 10.0
-
-
-@pytest.fixture
-async def trio(relay):
-    network = await create_network(relay)
-    await network.add_member("bob")
-    await network.add_member("carol")
-    return network
-
-
-def members(network):
-    return network.admin, network.members["bob"], network.members["carol"]
 
 
 async def create(network, owner, size):

@@ -12,20 +12,7 @@ from keys.envelope import envelope_hash
 from keys.errors import ReceiptError
 from keys.log import default_policy
 from keys.receipts import evidence_hash, verify_chain, verify_relay_receipt
-from tests.relay_helpers import create_network, relay  # noqa: F401  (fixture)
-
-
-@pytest.fixture
-async def trio(relay):
-    """refco with ana (admin), bob and carol."""
-    network = await create_network(relay)
-    await network.add_member("bob")
-    await network.add_member("carol")
-    return network
-
-
-def members(network):
-    return network.admin, network.members["bob"], network.members["carol"]
+from tests.relay_helpers import create_network, members, relay, trio  # noqa: F401  (fixtures)
 
 
 async def fetch(network, member, message_id):

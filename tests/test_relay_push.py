@@ -10,18 +10,10 @@ import asyncio
 import aiohttp
 import pytest
 
-from tests.relay_helpers import create_network, relay  # noqa: F401  (fixture)
+from tests.relay_helpers import create_network, members, relay, trio  # noqa: F401  (fixtures)
 
 #: generous: an event normally arrives within milliseconds
 EVENT_TIMEOUT = 5.0
-
-
-@pytest.fixture
-async def trio(relay):
-    network = await create_network(relay)
-    await network.add_member("bob")
-    await network.add_member("carol")
-    return network
 
 
 async def connect(network, member) -> aiohttp.ClientWebSocketResponse:
