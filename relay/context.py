@@ -144,6 +144,11 @@ class Relay:
             raise RelayError("not-an-admin")
         return state, member
 
+    def notify_admins(self, state: NetworkState, event: dict) -> None:
+        """Push ``event`` to every administrator of the network (something awaits them)."""
+        for admin in state.roster.admins():
+            self.hub.publish(state.name, admin, event)
+
     async def audit(self, event: str, network: str | None, handle: str | None, **detail) -> None:
         await self.store.audit(event, network, handle, canonical(detail).decode("utf-8"), self.now())
 

@@ -71,8 +71,7 @@ async def submit_enrollment(request: web.Request) -> web.Response:
         raise RelayError("bad-request", "the enrollment request is for another handle than the invite")
     await relay.store.add_enrollment(network, enrollment["invite_id"],
                                      canonical(enrollment).decode("utf-8"), relay.now())
-    for admin in state.roster.admins():
-        relay.hub.publish(network, admin, {"type": "enrollment", "handle": invite.handle})
+    relay.notify_admins(state, {"type": "enrollment", "handle": invite.handle})
     return json_response({"status": "pending"}, status=202)
 
 

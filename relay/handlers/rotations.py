@@ -78,8 +78,7 @@ async def submit(request: web.Request) -> web.Response:
     _check_rotation(state, member, entry)
     await relay.store.put_pending_rotation(network, member.handle, canonical(entry).decode("utf-8"),
                                            relay.now())
-    for admin in state.roster.admins():
-        relay.hub.publish(network, admin, {"type": "rotation", "handle": member.handle})
+    relay.notify_admins(state, {"type": "rotation", "handle": member.handle})
     return json_response({"status": "pending"}, status=202)
 
 
