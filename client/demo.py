@@ -8,7 +8,6 @@ removed at the end, whatever happens.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import sys

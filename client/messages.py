@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Callable
 
 from keys import envelope as env
-from keys.encoding import b64e
 from keys.errors import DecryptionError, EnvelopeError, KeysError
 
 from . import attachments

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from keys.encoding import b64d, b64e
 from keys.errors import InviteError, KeysError
-from keys.identity import IdentityPublicKey, format_fingerprint, parse_fingerprint
+from keys.identity import IdentityPublicKey, format_fingerprint
 from keys.invite import Invite, check_relay_url, make_enrollment_request, verify_enrollment_request
 from keys.log import default_policy, entry_hash, make_entry, make_genesis, member_record
 

@@ -11,7 +11,7 @@ import hashlib
 
 from aiohttp import web
 
-from keys.encoding import b64d, b64e, canonical
+from keys.encoding import b64e, canonical
 from keys.errors import KeysError, LogError
 from keys.log import LogVerifier, entry_hash
 
