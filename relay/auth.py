@@ -13,30 +13,26 @@
    active with the same identity key, so removal or identity rotation stops a
    token at once.
 
-Challenges live in process memory: the SQLite relay is one process. A
-deployment with several relay processes must route a member's challenge and
-token requests to the same process or move challenges to the shared database.
+Challenges live in the database (``auth_challenges``), so a token request may
+reach another worker process than its challenge; tokens need no storage.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import time
 from dataclasses import dataclass
 
 from keys.encoding import b64d, b64e, canonical, parse
 from keys.errors import KeysError
 
-from .constants import CHALLENGE_TTL, TOKEN_TTL
+from .constants import TOKEN_TTL
 from .errors import RelayError
 
 AUTH_PURPOSE = "auth"
 CHALLENGE_BYTES = 32  # 256 bits: unguessable and never repeats in practice
 TOKEN_SECRET_BYTES = 32
-#: cap on outstanding challenges so unauthenticated callers cannot fill memory
-MAX_OUTSTANDING_CHALLENGES = 100_000
 #: verified bearer tokens remembered to skip the HMAC and parse on the hot path
 MAX_CACHED_TOKENS = 10_000
 
@@ -55,38 +51,11 @@ class Authenticator:
             raise ValueError("token secret must be 32 bytes")
         self._secret = secret
         self._clock = clock
-        self._challenges: dict[tuple[str, str, bytes], float] = {}
         #: tokens whose MAC verified -> their claims (expiry is still checked on every use)
         self._verified: dict[str, TokenClaims] = {}
 
     def __repr__(self) -> str:
         return "Authenticator(<secret>)"
-
-    # -- challenges ----------------------------------------------------------
-
-    def new_challenge(self, network: str, handle: str) -> tuple[bytes, int]:
-        now = self._clock()
-        if len(self._challenges) >= MAX_OUTSTANDING_CHALLENGES:
-            self._sweep(now)
-            if len(self._challenges) >= MAX_OUTSTANDING_CHALLENGES:
-                raise RelayError("unavailable", "too many pending challenges: retry shortly")
-        challenge = os.urandom(CHALLENGE_BYTES)
-        expires = now + CHALLENGE_TTL
-        self._challenges[(network, handle, challenge)] = expires
-        return challenge, int(expires)
-
-    def consume_challenge(self, network: str, handle: str, challenge: bytes) -> None:
-        """One use only: the challenge is removed whether or not it is still valid."""
-        expires = self._challenges.pop((network, handle, challenge), None)
-        if expires is None or expires < self._clock():
-            raise RelayError("bad-challenge")
-
-    def _sweep(self, now: float) -> None:
-        for key in [k for k, exp in self._challenges.items() if exp < now]:
-            del self._challenges[key]
-
-    def sweep(self) -> None:
-        self._sweep(self._clock())
 
     # -- tokens --------------------------------------------------------------
 

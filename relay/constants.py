@@ -17,6 +17,10 @@ MAX_MAILBOX_PAGE = 500
 
 CREATION_TOKEN_TTL = 24 * HOUR
 CHALLENGE_TTL = 2 * MINUTE
+#: challenges one member may have outstanding at once (a client needs one)
+MAX_CHALLENGES_PER_MEMBER = 16
+#: challenges outstanding on the whole relay: bounds what unauthenticated callers can store
+MAX_OUTSTANDING_CHALLENGES = 100_000
 TOKEN_TTL = 15 * MINUTE
 INVITE_TTL = 14 * DAY
 ORPHAN_BLOB_TTL = 1 * DAY

@@ -157,8 +157,21 @@ CREATE TABLE pending_rotations (
 ) WITHOUT ROWID;
 """
 
+_V3 = """
+-- Authentication challenges, one use each. In the database rather than in memory so that
+-- with several workers the token request may reach another process than the challenge.
+CREATE TABLE auth_challenges (
+    network     TEXT NOT NULL,
+    handle      TEXT NOT NULL,
+    challenge   TEXT NOT NULL,          -- base64url of 32 random bytes, as sent
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (network, handle, challenge)
+) WITHOUT ROWID;
+CREATE INDEX auth_challenges_expiry ON auth_challenges (expires_at);
+"""
+
 #: ``MIGRATIONS[i]`` upgrades a database from version ``i`` to ``i + 1``; append only
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 
 #: the version this release reads and writes
 SCHEMA_VERSION = len(MIGRATIONS)

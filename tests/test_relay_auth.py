@@ -8,7 +8,7 @@ from keys.constants import DAY
 from keys.encoding import b64e
 from keys.hpke import EncryptionKey, make_key_record
 from keys.identity import IdentityKey
-from relay.constants import CHALLENGE_TTL, TOKEN_TTL
+from relay.constants import CHALLENGE_TTL, MAX_CHALLENGES_PER_MEMBER, TOKEN_TTL
 from tests.relay_helpers import (Member, authenticate, create_network, relay,  # noqa: F401
                                  sign_challenge, start_relay)
 
@@ -203,10 +203,49 @@ async def test_member_rate_limit(tmp_path):
 async def test_anonymous_rate_limit(relay):
     network = await create_network(relay)
     statuses = set()
-    for _ in range(100):
-        reply = await relay.post(network.path + "/auth/challenge", {"handle": "ana"})
+    for n in range(100):
+        # A new handle each time: the per-member cap on challenges must not be what answers.
+        reply = await relay.post(network.path + "/auth/challenge", {"handle": f"user{n:03d}"})
         statuses.add(reply.status)
         if reply.status == 429:
             assert reply.error == "rate-limited"
             break
     assert statuses == {200, 429}
+
+
+async def test_challenges_outstanding_per_member_are_capped(relay):
+    network = await create_network(relay)
+    ana = network.admin
+    values = [await challenge(relay, network, "ana") for _ in range(MAX_CHALLENGES_PER_MEMBER)]
+    before = await relay.table_counts()
+    reply = await relay.post(network.path + "/auth/challenge", {"handle": "ana"})
+    assert (reply.status, reply.error) == (429, "rate-limited")
+    assert reply.headers["Retry-After"] == "5"
+    assert await relay.table_counts() == before
+    # The refusal took nothing away: an outstanding challenge still works, and frees a place.
+    reply = await post_token(relay, network, sign_challenge(relay, network, ana, values[3]))
+    assert reply.status == 200, reply
+    await challenge(relay, network, "ana")
+    # Someone else's challenges are not counted against ana.
+    await challenge(relay, network, "bob")
+
+
+async def test_challenges_outstanding_on_the_relay_are_capped(relay, monkeypatch):
+    from relay.handlers import session
+    monkeypatch.setattr(session, "MAX_OUTSTANDING_CHALLENGES", 3)
+    network = await create_network(relay)
+    for handle in ("ana", "bob", "carol"):
+        await challenge(relay, network, handle)
+    reply = await relay.post(network.path + "/auth/challenge", {"handle": "dave"})
+    assert (reply.status, reply.error) == (429, "rate-limited")
+
+
+async def test_sweep_deletes_expired_challenges_only(relay):
+    network = await create_network(relay)
+    await challenge(relay, network, "ana")
+    relay.clock.advance(CHALLENGE_TTL + 1)
+    fresh = await challenge(relay, network, "ana")
+    await relay.sweep()
+    def op(db):
+        return [row[0] for row in db.execute("SELECT challenge FROM auth_challenges")]
+    assert await relay.store.db.read(op) == [fresh]

@@ -9,12 +9,15 @@ The signature is by the member's identity key, purpose ``auth``, over
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import web
 
 from keys.encoding import b64d, b64e
 from keys.errors import KeysError
 
 from ..auth import AUTH_PURPOSE, CHALLENGE_BYTES, auth_statement
+from ..constants import CHALLENGE_TTL, MAX_CHALLENGES_PER_MEMBER, MAX_OUTSTANDING_CHALLENGES
 from ..errors import RelayError
 from ..httputil import NAME_PATTERN, field_str, json_response, path_name, read_json
 from ..context import RELAY
@@ -26,8 +29,11 @@ async def challenge(request: web.Request) -> web.Response:
     body = await read_json(request, {"handle"})
     handle = field_str(body, "handle", NAME_PATTERN)
     await relay.network(network)                     # 404 for an unknown network
-    value, expires = relay.auth.new_challenge(network, handle)
-    return json_response({"challenge": b64e(value), "expires": expires})
+    value, expires = b64e(os.urandom(CHALLENGE_BYTES)), relay.now() + CHALLENGE_TTL
+    await relay.store.add_challenge(network, handle, value, expires,
+                                    per_member=MAX_CHALLENGES_PER_MEMBER,
+                                    total=MAX_OUTSTANDING_CHALLENGES)
+    return json_response({"challenge": value, "expires": expires})
 
 
 async def token(request: web.Request) -> web.Response:
@@ -44,7 +50,8 @@ async def token(request: web.Request) -> web.Response:
     statement = auth_statement(value, handle, state.genesis_hash, relay.key.public.raw)
     try:
         # One use, even if what follows fails; a replayed or stale challenge is audited too.
-        relay.auth.consume_challenge(network, handle, value)
+        if not await relay.store.take_challenge(network, handle, b64e(value), relay.now()):
+            raise RelayError("bad-challenge")
         if member is None or not member.active:
             raise RelayError("not-a-member")
         member.identity_key.verify(AUTH_PURPOSE, statement, body["signature"])
