@@ -26,8 +26,10 @@ than the 200 requests/s a member is allowed.
    the same CLOCK_MONOTONIC); also from the moment the submit was sent.
 3. Blob. Upload ``--blob-mib`` of random bytes in ``--piece-mib`` PATCH
    pieces, streamed from a generator over a 4 MiB random pool (never the whole
-   blob in memory), then download it and discard it. Peak RSS is the relay's
-   VmHWM, reset just before the upload (``/proc/PID/clear_refs``).
+   blob in memory), then download it and discard it. Peak RSS is the VmHWM of
+   the largest relay process (with ``--relay-workers`` > 1: supervisor and
+   workers), reset just before the upload (``/proc/PID/clear_refs``); PSS is
+   summed over all of them after the download (shared pages counted once).
 
 CPU split: CPU seconds of the relay (its event-loop thread, and its other
 threads: the SQLite writer, readers, file I/O), of the load generator, and of
@@ -98,8 +100,8 @@ def percentile(sorted_values: list[float], q: float) -> float:
 class RelayProcess:
     """``comity-relay serve`` on a free loopback port, with its own data folder."""
 
-    def __init__(self, data_dir: Path, *, uvloop: bool, access_log: bool):
-        options = ["serve", "--port", "0", "--data-dir", str(data_dir)]
+    def __init__(self, data_dir: Path, *, uvloop: bool, access_log: bool, workers: int = 1):
+        options = ["serve", "--port", "0", "--data-dir", str(data_dir), "--workers", str(workers)]
         command = ([sys.executable, "-c", UVLOOP_BOOT] if uvloop
                    else [shutil.which("comity-relay") or "comity-relay"])
         env = {**os.environ, "COMITY_RELAY_RATE_PER_SECOND": "1000000",
@@ -129,28 +131,53 @@ class RelayProcess:
         fields = stat.read_text().rsplit(")", 1)[1].split()
         return int(fields[11]), int(fields[12])                 # utime, stime
 
+    def pids(self) -> list[int]:
+        """The relay's processes: the one process, or the supervisor and its workers."""
+        try:
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            children = []
+        return [self.pid, *map(int, children)]
+
     def cpu(self) -> dict[str, float]:
-        """CPU seconds so far: the event-loop thread, the other threads, their system share."""
+        """CPU seconds so far: the event-loop threads, the other threads, their system share."""
         split = dict.fromkeys(("loop", "loop_sys", "others", "others_sys"), 0.0)
-        for task in Path(f"/proc/{self.pid}/task").iterdir():
+        for pid in self.pids():
             try:
-                user, system = self._ticks(task / "stat")
-            except OSError:                                     # the thread just ended
+                tasks = list(Path(f"/proc/{pid}/task").iterdir())
+            except OSError:                                     # the process just ended
                 continue
-            key = "loop" if task.name == str(self.pid) else "others"
-            split[key] += (user + system) / CLK_TCK
-            split[key + "_sys"] += system / CLK_TCK
+            for task in tasks:
+                try:
+                    user, system = self._ticks(task / "stat")
+                except OSError:                                 # the thread just ended
+                    continue
+                key = "loop" if task.name == str(pid) else "others"
+                split[key] += (user + system) / CLK_TCK
+                split[key + "_sys"] += system / CLK_TCK
         return split
 
     def memory(self) -> dict[str, float]:
-        """VmRSS and VmHWM (peak RSS) of the relay, MiB."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        return {key: int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) / 1024
-                for key in ("VmRSS", "VmHWM")}
+        """MiB: VmRSS and VmHWM (peak RSS) of the largest relay process, and Pss summed over
+        its processes (workers share pages with the supervisor they were forked from:
+        summing their RSS would count those pages once per process)."""
+        result = {"VmRSS": 0.0, "VmHWM": 0.0, "Pss": 0.0}
+        for pid in self.pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except OSError:
+                continue
+            for key in ("VmRSS", "VmHWM"):
+                value = int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) / 1024
+                result[key] = max(result[key], value)
+            result["Pss"] += int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.M).group(1)) / 1024
+        return result
 
     def reset_peak_rss(self) -> bool:
         try:
-            Path(f"/proc/{self.pid}/clear_refs").write_text("5")   # 5: VmHWM := VmRSS
+            for pid in self.pids():
+                Path(f"/proc/{pid}/clear_refs").write_text("5")    # 5: VmHWM := VmRSS
             return True
         except OSError:
             return False
@@ -555,10 +582,12 @@ def measure_blob(relay: RelayProcess, base: str, token: str, size: int, piece: i
     reset = relay.reset_peak_rss()
     before = relay.memory()
     times = asyncio.run(_blob(base, token, size, piece))
+    after = relay.memory()
     return {"mib": size / MIB, "piece_mib": piece / MIB,
             "upload_mb_s": size / times["upload_s"] / 1e6,
             "download_mb_s": size / times["download_s"] / 1e6,
-            "rss_before_mib": before["VmRSS"], "peak_rss_mib": relay.memory()["VmHWM"],
+            "rss_before_mib": before["VmRSS"], "peak_rss_mib": after["VmHWM"],
+            "processes": len(relay.pids()), "pss_after_mib": after["Pss"],
             "peak_since": "blob phase" if reset else "relay start"}
 
 
@@ -571,7 +600,8 @@ def run(args, folder: Path, uvloop: bool, loadgen: str) -> dict:
     entries = build_log(seeds, int(time.time()))
     data_dir = folder / ("data-uvloop" if uvloop else "data")
     data_dir.mkdir()
-    relay = RelayProcess(data_dir, uvloop=uvloop, access_log=args.access_log)
+    relay = RelayProcess(data_dir, uvloop=uvloop, access_log=args.access_log,
+                         workers=args.relay_workers)
     try:
         tokens = asyncio.run(setup_network(relay.url, data_dir, seeds, entries))
         submit_url = f"{relay.url}/v1/networks/{NETWORK}/messages"
@@ -657,8 +687,9 @@ def print_table(result: dict) -> None:
               f"{p['from_send_p99_ms']:.2f} ms")
         print(f"blob, {b['mib']:.0f} MiB in {b['piece_mib']:.0f} MiB pieces: upload "
               f"{b['upload_mb_s']:.0f} MB/s, download {b['download_mb_s']:.0f} MB/s; relay peak "
-              f"RSS {b['peak_rss_mib']:.0f} MiB (since {b['peak_since']}; "
-              f"{b['rss_before_mib']:.0f} MiB before)")
+              f"RSS {b['peak_rss_mib']:.0f} MiB (largest of {b['processes']} processes, since "
+              f"{b['peak_since']}; {b['rss_before_mib']:.0f} MiB before); all processes "
+              f"{b['pss_after_mib']:.0f} MiB PSS after")
 
 
 def main() -> None:
@@ -674,6 +705,8 @@ def main() -> None:
     parser.add_argument("--push-gap", type=float, default=3.0, help="ms between push submits")
     parser.add_argument("--blob-mib", type=int, default=256)
     parser.add_argument("--piece-mib", type=int, default=16)
+    parser.add_argument("--relay-workers", type=int, default=os.cpu_count() or 1,
+                        help="the relay's --workers (default: one per core)")
     parser.add_argument("--uvloop", action="store_true",
                         help="then measure everything again with the relay on uvloop")
     parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,

@@ -102,6 +102,9 @@ def serve(config, verbose, **options) -> None:
         _fail(str(exc), usage=True)
     configure_logging(verbose)
     try:
+        if settings.workers > 1:
+            from .supervisor import run as run_workers
+            sys.exit(run_workers(settings))
         asyncio.run(run(settings))
     except ServeError as exc:
         _fail(exc.message, hint=exc.hint)

@@ -3,7 +3,9 @@
 One ``Relay`` per application (``app["relay"]``). It owns the in-memory
 ``LogVerifier`` of each network: the relay replays a network's log once from
 the database, then verifies each appended entry incrementally, with the same
-code every client runs.
+code every client runs. With several workers, another process may append: each
+use of a cached log first compares the cluster's log epoch (relay/cluster.py)
+and, if it moved, reads and verifies the entries added since.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from keys.roster import Member, Roster
 
 from .auth import Authenticator, RateLimiter
 from .blobs import BlobFiles
+from .cluster import Cluster
 from .errors import RelayError
 from .metrics import Metrics
 from .push import PushHub
@@ -34,6 +37,8 @@ class NetworkState:
     name: str
     genesis_hash: bytes
     verifier: LogVerifier
+    #: the cluster's log epoch when this state was last brought up to date
+    epoch: bytes = b""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -43,14 +48,16 @@ class NetworkState:
 
 class Relay:
     def __init__(self, settings: RelaySettings, store: Store, blobs: BlobFiles,
-                 relay_key: IdentityKey, token_secret: bytes, *, clock=time.time):
+                 relay_key: IdentityKey, token_secret: bytes, *, clock=time.time,
+                 cluster: Cluster | None = None):
         self.settings = settings
+        self.cluster = cluster or Cluster.single()
         self.store = store
         self.blobs = blobs
         self.key = relay_key
         self.auth = Authenticator(token_secret, clock=clock)
         self.clock = clock
-        self.hub = PushHub()
+        self.hub = PushHub(self.cluster)
         self.metrics = Metrics()
         self.member_limiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
         self._networks: dict[str, NetworkState] = {}
@@ -68,29 +75,40 @@ class Relay:
     # -- networks and their logs ---------------------------------------------
 
     async def network(self, name: str) -> NetworkState:
-        """The verified state of a network, loading and replaying its log on first use."""
+        """The verified state of a network, loading and replaying its log on first use,
+        catching up on entries another worker appended since."""
+        epoch = self.cluster.log_epoch()
         state = self._networks.get(name)
-        if state is not None:
+        if state is not None and state.epoch == epoch:
             return state
         async with self._loading:
             state = self._networks.get(name)
             if state is None:
                 network = await self.store.get_network(name)   # raises NoNetwork
-                state = await self._replay(name, b64d(network.genesis_hash))
+                genesis_hash = b64d(network.genesis_hash)
+                state = NetworkState(name, genesis_hash, LogVerifier(genesis_hash), epoch)
+                await self._read_log(state)
                 self._networks[name] = state
+            elif state.epoch != epoch:
+                async with state.lock:                # not while this worker appends
+                    try:
+                        await self._read_log(state)
+                    except KeysError:
+                        self.forget_network(name)     # cannot happen to a log we stored
+                        raise
+                    state.epoch = epoch               # read before the entries: never ahead
         return state
 
-    async def _replay(self, name: str, genesis_hash: bytes) -> NetworkState:
-        verifier = LogVerifier(genesis_hash)
-        since = 0
+    async def _read_log(self, state: NetworkState) -> None:
+        """Verify and add the stored entries after the state's head."""
+        since = state.verifier.seq + 1
         while True:
-            page = await self.store.log_entries(name, since, 1000)
+            page = await self.store.log_entries(state.name, since, 1000)
             for row in page:
-                verifier.append(parse(row.entry))
+                state.verifier.append(parse(row.entry))
             if len(page) < 1000:
                 break
             since = page[-1].seq + 1
-        return NetworkState(name, genesis_hash, verifier)
 
     def forget_network(self, name: str) -> None:
         self._networks.pop(name, None)
@@ -112,6 +130,8 @@ class Relay:
                 # The verifier already moved on; reload from the database next time.
                 self.forget_network(state.name)
                 raise
+            # Committed: the other workers re-read the log before their next use of it.
+            self.cluster.bump_log_epoch()
             return entry["seq"], digest
 
     # -- authentication --------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Counters live in process memory (they reset on restart, as Prometheus
 expects); gauges such as stored messages and the writer queue depth are read
-at scrape time.
+at scrape time. With several workers, the worker that answers a scrape asks its
+siblings for their counters (relay/cluster.py) and reports the sums, so a
+scrape sees the whole relay whichever worker it reaches.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ HELP = {
     "comity_blob_bytes_stored": ("gauge", "declared bytes of attachment blobs held"),
     "comity_write_queue_depth": ("gauge", "writes waiting for the database writer"),
     "comity_websocket_connections": ("gauge", "open push connections"),
+    "comity_workers_reporting": ("gauge", "worker processes whose counters this scrape includes"),
 }
 
 
@@ -41,6 +44,17 @@ class Metrics:
     def inc(self, name: str, amount: int = 1, **labels: str) -> None:
         assert name in HELP, name
         self._counters[(name, tuple(sorted(labels.items())))] += amount
+
+    def snapshot(self) -> list:
+        """The counters as JSON-ready ``[name, [[label, value]...], count]`` items."""
+        return [[name, [list(pair) for pair in labels], value]
+                for (name, labels), value in self._counters.items()]
+
+    def add(self, snapshot: list) -> None:
+        """Add another worker's ``snapshot()`` (unknown names are ignored)."""
+        for name, labels, value in snapshot:
+            if name in HELP and isinstance(value, int):
+                self._counters[(name, tuple(tuple(pair) for pair in labels))] += value
 
     def value(self, name: str, **labels: str) -> int:
         return self._counters[(name, tuple(sorted(labels.items())))]

@@ -15,6 +15,10 @@ header) upgrades to a WebSocket. The relay sends JSON text frames:
 
 Events are hints, not storage: the mailbox is the truth, and a client that
 missed events catches up by listing the mailbox after its last cursor.
+
+With several workers a member's socket may be held by any of them, so each
+event published is also sent to the sibling workers (relay/cluster.py), which
+deliver it to the sockets they hold.
 """
 
 from __future__ import annotations
@@ -44,8 +48,9 @@ class Subscription:
 
 
 class PushHub:
-    def __init__(self) -> None:
+    def __init__(self, cluster=None) -> None:
         self._subs: dict[tuple[str, str], set[Subscription]] = defaultdict(set)
+        self._cluster = cluster if cluster is not None and cluster.size > 1 else None
 
     def subscribe(self, network: str, handle: str) -> Subscription:
         sub = Subscription(self, (network, handle))
@@ -60,8 +65,20 @@ class PushHub:
                 del self._subs[sub.key]
 
     def publish(self, network: str, handle: str, event: dict) -> None:
+        """Deliver ``event`` to ``handle``'s sockets, whichever worker holds them."""
+        self.deliver(network, handle, event)
+        if self._cluster is not None:
+            self._cluster.broadcast({"kind": "push", "network": network, "handle": handle,
+                                     "event": event})
+
+    def deliver(self, network: str, handle: str, event: dict) -> None:
+        """Deliver ``event`` to the sockets this process holds."""
         for sub in tuple(self._subs.get((network, handle), ())):
             sub.deliver(event)
+
+    def on_sibling_event(self, message: dict) -> None:
+        """An event published by another worker (relay/cluster.py)."""
+        self.deliver(message["network"], message["handle"], message["event"])
 
     def connections(self) -> int:
         return sum(len(s) for s in self._subs.values())

@@ -9,9 +9,13 @@ Start-up order, and what each failure says (``ServeError``, exit status 1):
 5. print ``listening on URL`` and ``relay fingerprint ...`` on stdout (flushed)
 
 The lock (``flock``, released by the kernel even after SIGKILL) keeps a second
-relay off the same data folder: the relay is a single process by design (one
-database writer, in-memory verified logs and challenges). ``comity-relay
-token`` does not take it: it only adds one row through SQLite's own locking.
+relay off the same data folder. With ``--workers N`` the supervisor
+(relay/supervisor.py) takes it, binds the sockets and forks N workers that run
+``serve`` with a ``WorkerSetup``: they skip the lock (they inherit it), listen
+on the socket they are given, print nothing on stdout, and take their drain
+order from the supervisor's control pipe instead of signals. ``comity-relay
+token`` does not take the lock: it only adds one row through SQLite's own
+locking.
 
 On SIGTERM or SIGINT: stop listening (new connections are refused at once),
 answer 503 to new requests on kept-alive connections, let requests in flight
@@ -27,9 +31,11 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import sqlite3
 import ssl
 import sys
+from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -37,7 +43,8 @@ from aiohttp import web
 
 from keys.identity import format_fingerprint
 
-from .app import make_app
+from .app import IN_FLIGHT, InFlight, make_app
+from .cluster import Cluster
 from .constants import CLOSE_GRACE, SHUTDOWN_GRACE
 from .db import StoreError
 from .relaykey import KeyFileError, ensure_data_dir
@@ -82,49 +89,14 @@ def _lock_data_dir(data_dir: Path) -> int:
     except BlockingIOError:
         os.close(fd)
         raise ServeError(f"another comity-relay is already using {data_dir}",
-                         hint="stop it first; the relay is a single process per data folder") from None
+                         hint="stop it first: one relay (or one --workers supervisor) per data folder") from None
     return fd
 
 
-def _url(scheme: str, host: str, port: int) -> str:
+def url(tls: bool, host: str, port: int) -> str:
+    """The URL clients use for a relay listening on ``host``:``port``."""
+    scheme = "https" if tls else "http"
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
-
-
-class _InFlight:
-    """Counts HTTP requests being handled, so a drain can wait for exactly those.
-
-    aiohttp's own graceful shutdown stops reading from every connection before
-    it waits, which strands an upload whose body is still arriving; so the
-    relay waits for its requests itself first, with the connections still
-    open, and only then lets aiohttp close them. Push WebSockets are not
-    counted (they never end on their own) but kept, to be closed after the
-    requests: a client reconnects and catches up from its mailbox.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.idle = asyncio.Event()
-        self.idle.set()
-        #: tasks serving push WebSockets
-        self.sockets: set[asyncio.Task] = set()
-
-    @web.middleware
-    async def middleware(self, request: web.Request, handler):
-        if request.headers.get("Upgrade", "").lower() == "websocket":
-            task = asyncio.current_task()
-            self.sockets.add(task)
-            try:
-                return await handler(request)
-            finally:
-                self.sockets.discard(task)
-        self.count += 1
-        self.idle.clear()
-        try:
-            return await handler(request)
-        finally:
-            self.count -= 1
-            if not self.count:
-                self.idle.set()
 
 
 def _forwarded_middleware(proxies: tuple):
@@ -157,16 +129,27 @@ def _forwarded_middleware(proxies: tuple):
     return middleware
 
 
-async def serve(settings: RelaySettings) -> None:
-    """Run until SIGTERM or SIGINT, then drain and return."""
+@dataclass
+class WorkerSetup:
+    """What the supervisor (relay/supervisor.py) hands a worker process it forked."""
+
+    cluster: Cluster
+    #: this worker's listening socket (SO_REUSEPORT: the kernel spreads connections)
+    listener: socket.socket
+    #: read end of the supervisor's control pipe: b"d" drain, b"h" hurry, end of file = drain
+    control: int
+    #: write end of the ready pipe: one byte once the worker accepts connections
+    ready: int
+
+
+async def serve(settings: RelaySettings, worker: WorkerSetup | None = None) -> None:
+    """Run until SIGTERM or SIGINT (a worker: until the supervisor says), then drain."""
     context = _ssl_context(settings)
-    lock = _lock_data_dir(settings.data_path)
-    app = make_app(settings)
-    in_flight = _InFlight()
-    app.middlewares.insert(0, in_flight.middleware)      # outermost: sees every request
+    lock = _lock_data_dir(settings.data_path) if worker is None else None
+    app = make_app(settings, cluster=worker.cluster if worker else None)
     if settings.proxy_networks:
         # Before the access log and the rate limits, which both use request.remote.
-        app.middlewares.insert(1, _forwarded_middleware(settings.proxy_networks))
+        app.middlewares.insert(0, _forwarded_middleware(settings.proxy_networks))
     # Our access middleware logs; aiohttp's own access log would repeat it. By the
     # time aiohttp's shutdown runs only push sockets and overdue requests are left.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=CLOSE_GRACE,
@@ -177,8 +160,11 @@ async def serve(settings: RelaySettings) -> None:
         except (StoreError, KeyFileError, OSError, sqlite3.Error) as exc:
             message = getattr(exc, "strerror", None) or exc
             raise ServeError(f"cannot open the data folder {settings.data_dir}: {message}") from None
-        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context,
-                           reuse_address=True)
+        if worker is None:
+            site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context,
+                               reuse_address=True)
+        else:
+            site = web.SockSite(runner, worker.listener, ssl_context=context)
         try:
             await site.start()
         except OSError as exc:
@@ -186,20 +172,24 @@ async def serve(settings: RelaySettings) -> None:
                              f"{exc.strerror or exc}") from None
         stop, hurry = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            # The first signal drains; a second one stops waiting for requests in flight.
-            loop.add_signal_handler(signum, lambda: hurry.set() if stop.is_set() else stop.set())
-        port = site._server.sockets[0].getsockname()[1]
         relay = app[RELAY]
-        print(f"listening on {_url('https' if context else 'http', settings.host, port)}",
-              flush=True)
-        print(f"relay fingerprint {format_fingerprint(relay.key.public.fingerprint())}",
-              flush=True)
+        if worker is None:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                # The first signal drains; a second one stops waiting for requests in flight.
+                loop.add_signal_handler(signum, lambda: hurry.set() if stop.is_set() else stop.set())
+            port = site._server.sockets[0].getsockname()[1]
+            print(f"listening on {url(context is not None, settings.host, port)}", flush=True)
+            print(f"relay fingerprint {format_fingerprint(relay.key.public.fingerprint())}",
+                  flush=True)
+        else:
+            loop.add_reader(worker.control, _read_control, worker.control, stop, hurry)
+            os.write(worker.ready, b"r")
         await stop.wait()
         await site.stop()                      # the listening socket is closed: connections refused
         relay.draining = True                  # new requests on open connections get 503
-        print("draining and shutting down", file=sys.stderr, flush=True)
-        await _drain(in_flight, hurry)
+        if worker is None:
+            print("draining and shutting down", file=sys.stderr, flush=True)
+        await _drain(app[IN_FLIGHT], hurry)
     finally:
         # AppRunner.cleanup closes idle connections, runs on_shutdown, gives what is
         # left (push sockets, overdue requests) CLOSE_GRACE before cancelling it, then
@@ -207,10 +197,26 @@ async def serve(settings: RelaySettings) -> None:
         # also runs after a failed start.
         if runner.server is not None:
             await runner.cleanup()
-        os.close(lock)
+        if lock is not None:
+            os.close(lock)
 
 
-async def _drain(in_flight: _InFlight, hurry: asyncio.Event) -> None:
+def _read_control(fd: int, stop: asyncio.Event, hurry: asyncio.Event) -> None:
+    """The supervisor's word: drain, hurry, or (end of file) it is gone, so drain."""
+    try:
+        data = os.read(fd, 64)
+    except BlockingIOError:
+        return
+    if not data:
+        asyncio.get_running_loop().remove_reader(fd)
+    if not data or b"d" in data:
+        stop.set()
+    if b"h" in data:
+        stop.set()
+        hurry.set()
+
+
+async def _drain(in_flight: InFlight, hurry: asyncio.Event) -> None:
     """Wait up to SHUTDOWN_GRACE for the requests in flight (less after a second signal)."""
     waiters = {asyncio.ensure_future(in_flight.idle.wait()), asyncio.ensure_future(hurry.wait())}
     try:

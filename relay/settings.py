@@ -97,6 +97,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rate_per_second", C.RATE_PER_SECOND,
             "requests per second per member (token bucket refill)", int, 1),
     Setting("rate_burst", C.RATE_BURST, "burst size of the per-member rate limit", int, 1),
+    Setting("workers", 1, "worker processes serving requests; more than 1 uses more cores "
+            "(set it to the number of cores for throughput)", int, 1, 64),
     Setting("access_log", True, "write a structured access log line per request to stderr", bool),
     Setting("trusted_proxies", None,
             "comma-separated addresses or networks of reverse proxies whose X-Forwarded-For "
@@ -117,6 +119,7 @@ class RelaySettings:
     max_blob_piece: int = C.MAX_BLOB_PIECE
     rate_per_second: int = C.RATE_PER_SECOND
     rate_burst: int = C.RATE_BURST
+    workers: int = 1
     access_log: bool = True
     trusted_proxies: str | None = None
 

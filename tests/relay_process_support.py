@@ -112,9 +112,10 @@ class RelayProcess:
             argv += ["--port", port]
         if data_dir is not None:
             argv += ["--data-dir", str(data_dir)]
+        # Its own process group: kill() reaches the workers of --workers N too.
         self.proc = subprocess.Popen(
             [*argv, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env=env or clean_env(), cwd=cwd)
+            stderr=subprocess.PIPE, text=True, env=env or clean_env(), cwd=cwd, process_group=0)
         self.stdout = _Lines(self.proc.stdout)
         self.stderr = _Lines(self.proc.stderr)
         self.url: str | None = None
@@ -154,10 +155,21 @@ class RelayProcess:
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
+    def workers(self) -> list[int]:
+        """Process ids of the workers (``--workers N``); empty for a single process."""
+        try:
+            return [int(pid) for pid in
+                    Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()]
+        except OSError:
+            return []
+
     def kill(self) -> None:
-        """SIGKILL now: no drain, no cleanup, exactly like a power cut for the process."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+        """SIGKILL now, to every process of the relay: no drain, no cleanup, exactly like a
+        power cut."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass                                  # the whole group is gone already
         self.proc.wait(STOP_TIMEOUT)
 
     def close(self) -> None:

@@ -158,9 +158,10 @@ async def _submit(session, url, network, envelope):
         return r.status, await r.json()
 
 
-async def test_receipted_submissions_survive_sigkill_exactly_once(relays, tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_receipted_submissions_survive_sigkill_exactly_once(relays, tmp_path, workers):
     data = tmp_path / "data"
-    relay = relays(data, *NO_RATE_LIMIT)
+    relay = relays(data, *NO_RATE_LIMIT, "--workers", workers)
     network = Network("crash-net", "ana", "bob", "carol")
     envelopes = [network.seal("ana", ["bob", "carol"], f"message {i}")
                  for i in range(CRASH_MESSAGES)]
@@ -184,13 +185,13 @@ async def test_receipted_submissions_survive_sigkill_exactly_once(relays, tmp_pa
                 receipts[envelope["id"]] = body["receipt"]
                 if len(receipts) >= CRASH_AFTER_RECEIPTS and not killed.is_set():
                     killed.set()
-                    relay.kill()          # others are in flight right now
+                    relay.kill()          # every process; others are in flight right now
 
         await asyncio.gather(*(sender() for _ in range(CRASH_SENDERS)))
     assert killed.is_set() and unanswered, "the relay was not killed in the middle"
     assert len(receipts) + len(unanswered) == CRASH_MESSAGES
 
-    relay = relays(data, *NO_RATE_LIMIT)
+    relay = relays(data, *NO_RATE_LIMIT, "--workers", workers)
     all_ids = {e["id"] for e in envelopes}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CRASH_SENDERS)) as session:
         # The admin's bearer token still works: the token secret survived too.
