@@ -619,10 +619,10 @@ def run(args, folder: Path, uvloop: bool, loadgen: str) -> dict:
                                  seeds, entries, tokens)
             print(f"  {connections} sender(s) for {args.seconds} s over {count} pre-sealed "
                   "envelopes ...", file=sys.stderr)
-            spy = None
+            spy = None                  # the relay, or (with workers) its last worker
             if args.py_spy and connections == max(args.senders):
                 spy = subprocess.Popen(     # samples every relay thread; idle time left out
-                    ["py-spy", "record", "--pid", str(relay.pid), "--threads", "--nonblocking",
+                    ["py-spy", "record", "--pid", str(relay.pids()[-1]), "--threads", "--nonblocking",
                      "--format", "raw", "--rate", "250", "--duration", str(args.seconds),
                      "--output", str(args.py_spy)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -247,9 +247,10 @@ async def _wait_until(condition, what: str, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_sigterm_finishes_an_upload_in_flight_then_exits_0(relays, tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_sigterm_finishes_an_upload_in_flight_then_exits_0(relays, tmp_path, workers):
     data = tmp_path / "data"
-    relay = relays(data)
+    relay = relays(data, "--workers", workers)
     network = Network("drain-net", "ana")
     payload = os.urandom(BLOB_SIZE)
     async with aiohttp.ClientSession() as session:
@@ -323,6 +324,7 @@ def _serve(tmp_path, *args: str) -> subprocess.CompletedProcess:
     (["--port", "http"], "invalid value for '--port'"),
     (["--port", "70000"], "port must be at most 65535"),
     (["--tls-cert", "cert.pem"], "--tls-cert and --tls-key go together"),
+    (["--workers", "0"], "workers must be at least 1"),
 ])
 def test_bad_option_is_one_error_line_and_exit_2(tmp_path, args, expected):
     done = _serve(tmp_path, *args)
@@ -345,12 +347,14 @@ def test_invalid_settings_file_is_one_error_line_and_exit_2(tmp_path, text, expe
     _assert_one_error_line(done.stderr, expected)
 
 
-def test_port_in_use_is_one_error_line_and_exit_1(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_port_in_use_is_one_error_line_and_exit_1(tmp_path, workers):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = _serve(tmp_path, "--port", str(port), "--data-dir", str(tmp_path / "data"))
+        done = _serve(tmp_path, "--port", str(port), "--data-dir", str(tmp_path / "data"),
+                      "--workers", workers)
     assert done.returncode == 1, done.stderr
     assert done.stdout == ""
     _assert_one_error_line(done.stderr, f"error: cannot listen on 127.0.0.1:{port}: ")
@@ -379,23 +383,26 @@ def _self_signed(tmp_path):
     return cert_path, key_path
 
 
-async def test_tls_serves_https_with_the_given_certificate(relays, tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_tls_serves_https_with_the_given_certificate(relays, tmp_path, workers):
     cert, key = _self_signed(tmp_path)
-    relay = relays(tmp_path / "data", "--tls-cert", str(cert), "--tls-key", str(key))
+    relay = relays(tmp_path / "data", "--tls-cert", str(cert), "--tls-key", str(key),
+                   "--workers", workers)
     assert relay.url.startswith("https://127.0.0.1:")
     trust = ssl.create_default_context(cafile=str(cert))
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{relay.url}/healthz", ssl=trust) as r:
-            assert r.status == 200 and (await r.json()) == {"status": "ok"}
+            assert r.status == 200 and (await r.json())["status"] == "ok"
         # Without the test CA the certificate is refused: it really is ours being served.
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
             async with session.get(f"{relay.url}/healthz", ssl=ssl.create_default_context()):
                 pass
 
 
-def test_unreadable_tls_certificate_is_one_error_line_and_exit_1(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_unreadable_tls_certificate_is_one_error_line_and_exit_1(tmp_path, workers):
     done = _serve(tmp_path, "--data-dir", str(tmp_path / "data"), "--port", "0",
-                  "--tls-cert", "missing.pem", "--tls-key", "missing.key")
+                  "--tls-cert", "missing.pem", "--tls-key", "missing.key", "--workers", workers)
     assert done.returncode == 1, done.stderr
     _assert_one_error_line(done.stderr, "cannot load the TLS certificate missing.pem")
 

@@ -96,6 +96,10 @@ async def test_workers_share_the_port_and_both_stop_on_sigterm(relays, tmp_path)
     async with pinned(relay.url) as sessions:
         for index, session in sessions.items():
             assert await _worker_of(session, relay.url) == index   # the connection stays put
+    # The supervisor holds the data folder: a second relay on it is refused.
+    second = RelayProcess(data)
+    assert second.wait_exit() == 1
+    assert "another comity-relay is already using" in second.stderr.text
     relay.signal(signal.SIGTERM)
     assert relay.wait_exit() == 0
     assert not [pid for pid in workers if _alive(pid)]
