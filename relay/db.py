@@ -67,10 +67,6 @@ DEFAULT_READERS = 4
 BUSY_TIMEOUT = 10.0
 #: bytes a WAL file is truncated to after a checkpoint
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
-#: WAL pages written before the writer copies them back into the database file (64 MiB)
-CHECKPOINT_PAGES = 4000
-#: page cache per connection, KiB: the hot index pages of the mailbox stay in memory
-CACHE_KIB = 32 * 1024
 #: prepared statements kept per connection (the store has fewer distinct ones)
 STATEMENT_CACHE = 256
 
@@ -220,10 +216,6 @@ class Database:
                 raise SchemaError(f"cannot put {self.path} in WAL mode (got {mode!r})")
             # after a checkpoint, shrink a WAL that a burst made large
             conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-            # Checkpoint rarely: a page that many commits touch is copied back once, not each
-            # time (at 1,000 pages, SQLite's default, a busy relay checkpointed every few batches).
-            conn.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
-        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         # FULL: the WAL is fsynced at every commit, so a commit survives power loss
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
