@@ -67,6 +67,10 @@ DEFAULT_READERS = 4
 BUSY_TIMEOUT = 10.0
 #: bytes a WAL file is truncated to after a checkpoint
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
+#: seconds between checkpoints by the background checkpointer
+CHECKPOINT_INTERVAL = 0.25
+#: WAL pages after which a writer checkpoints by itself (only if the checkpointer falls behind)
+WRITER_CHECKPOINT_PAGES = 16_384
 #: prepared statements kept per connection (the store has fewer distinct ones)
 STATEMENT_CACHE = 256
 
@@ -137,6 +141,8 @@ class Database:
         self._closing = False
         self._writer: sqlite_utils.Database | None = None
         self._write_lock: int | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
         self._thread: threading.Thread | None = None
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
@@ -166,6 +172,9 @@ class Database:
         except BaseException:
             self._readers.shutdown(wait=False)
             raise
+        self._checkpointer = threading.Thread(target=self._checkpointer_main,
+                                              name="comity-db-checkpoint", daemon=True)
+        self._checkpointer.start()
         return self
 
     # -- public API ---------------------------------------------------------------------------
@@ -202,6 +211,9 @@ class Database:
             self._reader_conns.clear()
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
+        self._stop_checkpoints.set()
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.join)
 
     # -- connections --------------------------------------------------------------------------
 
@@ -216,6 +228,8 @@ class Database:
                 raise SchemaError(f"cannot put {self.path} in WAL mode (got {mode!r})")
             # after a checkpoint, shrink a WAL that a burst made large
             conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+            # Checkpoints are the checkpointer thread's job, off the write lock; this is a backstop.
+            conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
         # FULL: the WAL is fsynced at every commit, so a commit survives power loss
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -236,6 +250,27 @@ class Database:
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+
+    # -- the checkpointer thread --------------------------------------------------------------
+
+    def _checkpointer_main(self) -> None:
+        """Copy committed WAL pages into the database file every CHECKPOINT_INTERVAL.
+
+        PASSIVE: it never waits for readers or writers and never holds the write lock,
+        so writers (of every worker process) no longer pay for checkpoints inside their
+        transactions, which the write lock makes everyone else wait for.
+        """
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute("PRAGMA synchronous=FULL")   # fsync the database after copying
+            while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error:
+                    log.exception("checkpoint failed; the writers checkpoint if the WAL grows")
+        finally:
+            conn.close()
 
     # -- the writer thread --------------------------------------------------------------------
 
@@ -328,23 +363,47 @@ class Database:
         the transaction back and returns None, and the batch runs again with a
         savepoint around each operation (``_run_isolated``); a batch of one
         operation needs no second run, its rollback is its isolation.
+
+        Consecutive operations with the same function run together through
+        ``fn.bulk(db, [args, ...])`` when the function has one: it returns each
+        operation's ``(ok, value)`` (and must write nothing for those that fail),
+        or None to decline; if it raises, the batch runs isolated, one by one.
         """
         conn, db = self._writer.conn, self._writer
         outcomes: dict[_Op, tuple[bool, Any]] = {}
         conn.execute("BEGIN IMMEDIATE")
-        for op in ops:
-            try:
-                value = op.fn(db, *op.args)
-            except Exception as exc:
-                self._abort()
-                if len(ops) == 1:
-                    return {op: (False, exc)}
-                return None
-            if not conn.in_transaction:
-                if len(ops) == 1:
-                    return {op: (False, RuntimeError("a write operation ended the transaction"))}
-                return None
-            outcomes[op] = (True, value)
+        start = 0
+        while start < len(ops):
+            op = ops[start]
+            end = start + 1
+            while end < len(ops) and ops[end].fn is op.fn:
+                end += 1
+            bulk = getattr(op.fn, "bulk", None)
+            if bulk is not None and end - start > 1:
+                group = ops[start:end]
+                try:
+                    results = bulk(db, [item.args for item in group])
+                except Exception:
+                    self._abort()
+                    return None
+                if results is not None:
+                    outcomes.update(zip(group, results))
+                    start = end
+                    continue
+            for op in ops[start:end]:
+                try:
+                    value = op.fn(db, *op.args)
+                except Exception as exc:
+                    self._abort()
+                    if len(ops) == 1:
+                        return {op: (False, exc)}
+                    return None
+                if not conn.in_transaction:
+                    if len(ops) == 1:
+                        return {op: (False, RuntimeError("a write operation ended the transaction"))}
+                    return None
+                outcomes[op] = (True, value)
+            start = end
         return outcomes
 
     def _run_isolated(self, ops: list[_Op]) -> dict[_Op, tuple[bool, Any]]:

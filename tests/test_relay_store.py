@@ -295,6 +295,73 @@ async def test_submit_is_idempotent(store):
         await submit(store, "m3", recipients=("bob", "bob"))
 
 
+async def _until(condition, what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.01)
+
+
+async def test_queued_submissions_commit_together_each_with_its_own_outcome(store, monkeypatch):
+    import relay.store as store_module
+    bulk_calls = []
+    bulk = store_module._submit_message.bulk
+
+    def spy(db, calls):
+        bulk_calls.append(len(calls))
+        return bulk(db, calls)
+    monkeypatch.setattr(store_module._submit_message, "bulk", spy)
+    old_receipt, _ = await submit(store, "old")
+    blocker, release = await hold_writer(store.db)
+    tasks = [asyncio.ensure_future(call) for call in (
+        submit(store, "a"), submit(store, "a"),               # twice in one batch: stored once
+        submit(store, "old"),                                 # a retry of a stored message
+        submit(store, "old", envelope_hash="another"),        # an id reused: refused alone
+        submit(store, "b", recipients=("bob",)),
+    )]
+    await _until(lambda: store.db.queue_depth() == len(tasks), "the submissions queued")
+    commits = store.db.commits
+    release.set()
+    await blocker
+    a, a_again, old, reused, b = await asyncio.gather(*tasks, return_exceptions=True)
+    assert bulk_calls == [5] and store.db.commits == commits + 1    # one statement set, one commit
+    assert a[1] is True and a_again == (a[0], False)
+    assert old == (old_receipt, False)
+    assert isinstance(reused, MessageIdReused)
+    assert b[1] is True
+    assert [m.message_id for m in await store.mailbox(NET, "bob")] == ["old", "a", "b"]
+    assert [m.message_id for m in await store.mailbox(NET, "carol")] == ["old", "a"]
+
+    # A batch the bulk path cannot take (an unknown network: a foreign key error) runs again
+    # one submission at a time: only the culprit fails.
+    blocker, release = await hold_writer(store.db)
+    tasks = [asyncio.ensure_future(submit(store, "c")),
+             asyncio.ensure_future(store.submit_message("nope", "d", "alice", ["bob"], "{}",
+                                                        "h", 2, [], "{}", T0)),
+             asyncio.ensure_future(submit(store, "e"))]
+    await _until(lambda: store.db.queue_depth() == len(tasks), "the submissions queued")
+    release.set()
+    await blocker
+    c, d, e = await asyncio.gather(*tasks, return_exceptions=True)
+    assert c[1] is True and e[1] is True and isinstance(d, NoNetwork)
+    assert [m.message_id for m in await store.mailbox(NET, "carol")] == ["old", "a", "c", "e"]
+
+
+async def test_the_checkpointer_copies_the_wal_into_the_database_file(tmp_path):
+    db = await Database.open(tmp_path / "relay.db")
+    try:
+        path = tmp_path / "relay.db"
+        before = path.stat().st_size
+        await asyncio.gather(*(db.write(insert, i) for i in range(3000)))
+        # The writers leave checkpoints to the checkpointer thread (their own threshold,
+        # WRITER_CHECKPOINT_PAGES, is far away): the file grows only if it ran.
+        await _until(lambda: path.stat().st_size > before, "a checkpoint copied pages")
+        assert await db.read(audit_values) == list(range(3000))
+    finally:
+        await db.close()
+
+
 async def test_mailbox_pages_and_collection_deletes_the_envelope(store):
     for i in range(5):
         await submit(store, f"m{i}", recipients=("bob", "carol") if i < 4 else ("carol",))
