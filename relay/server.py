@@ -64,7 +64,7 @@ class ServeError(Exception):
         self.message, self.hint = message, hint
 
 
-def _ssl_context(settings: RelaySettings) -> ssl.SSLContext | None:
+def ssl_context(settings: RelaySettings) -> ssl.SSLContext | None:
     if not settings.tls_cert:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -77,7 +77,7 @@ def _ssl_context(settings: RelaySettings) -> ssl.SSLContext | None:
     return context
 
 
-def _lock_data_dir(data_dir: Path) -> int:
+def lock_data_dir(data_dir: Path) -> int:
     """Hold an exclusive lock on the data folder for the life of the process."""
     try:
         ensure_data_dir(data_dir)
@@ -144,8 +144,8 @@ class WorkerSetup:
 
 async def serve(settings: RelaySettings, worker: WorkerSetup | None = None) -> None:
     """Run until SIGTERM or SIGINT (a worker: until the supervisor says), then drain."""
-    context = _ssl_context(settings)
-    lock = _lock_data_dir(settings.data_path) if worker is None else None
+    context = ssl_context(settings)
+    lock = lock_data_dir(settings.data_path) if worker is None else None
     app = make_app(settings, cluster=worker.cluster if worker else None)
     if settings.proxy_networks:
         # Before the access log and the rate limits, which both use request.remote.

@@ -35,6 +35,7 @@ import os
 import select
 import signal
 import socket
+import sqlite3
 import sys
 import time
 import traceback
@@ -43,7 +44,7 @@ from keys.identity import format_fingerprint
 
 from .cluster import Cluster
 from .relaykey import KeyFileError, ensure_data_dir, load_relay_key, load_token_secret
-from .server import ServeError, WorkerSetup, _lock_data_dir, _ssl_context, serve, url
+from .server import ServeError, WorkerSetup, lock_data_dir, ssl_context, serve, url
 from .settings import RelaySettings
 
 log = logging.getLogger("comity.relay")
@@ -60,8 +61,8 @@ BACKLOG = 512
 
 def run(settings: RelaySettings) -> int:
     """Serve with ``settings.workers`` processes until told to stop; the exit status."""
-    _ssl_context(settings)                      # refuse a bad certificate before forking
-    lock = _lock_data_dir(settings.data_path)
+    ssl_context(settings)                      # refuse a bad certificate before forking
+    lock = lock_data_dir(settings.data_path)
     try:
         fingerprint = _prepare(settings)
         listeners = _listen(settings.host, settings.port, settings.workers)
@@ -85,7 +86,7 @@ def _prepare(settings: RelaySettings) -> str:
         asyncio.run(migrate())                  # no thread survives it: safe to fork after
         key = load_relay_key(data)
         load_token_secret(data)
-    except (StoreError, KeyFileError, OSError) as exc:
+    except (StoreError, KeyFileError, OSError, sqlite3.Error) as exc:
         message = getattr(exc, "strerror", None) or exc
         raise ServeError(f"cannot open the data folder {settings.data_dir}: {message}") from None
     return format_fingerprint(key.public.fingerprint())
