@@ -42,8 +42,8 @@ MAX_DATAGRAM = 64 * 1024
 SOCKET_BUFFER = 4 * 1024 * 1024
 #: datagrams waiting for a full sibling inbox before new ones are dropped (events are hints)
 MAX_BACKLOG = 10_000
-#: seconds a metrics request waits for the siblings' answers
-METRICS_TIMEOUT = 2.0
+#: seconds a gather (a /metrics scrape) waits for the siblings' answers
+GATHER_TIMEOUT = 2.0
 
 
 class Cluster:
@@ -112,7 +112,7 @@ class Cluster:
     def start(self, handlers: dict[str, Callable[[dict], Any]]) -> None:
         """Read the inbox on the running loop; ``handlers[kind](message)`` for each message."""
         self._loop = asyncio.get_running_loop()
-        self._handlers = dict(handlers, **{"metrics-reply": self._on_reply})
+        self._handlers = dict(handlers, **{"reply": self._on_reply})
         if self._inbox is not None:
             self._loop.add_reader(self._inbox.fileno(), self._read_inbox)
 
@@ -201,12 +201,12 @@ class Cluster:
                 except Exception:
                     log.exception("worker %d: handling %s failed", self.index, message.get("kind"))
 
-    # -- metrics from every worker ------------------------------------------------------------
+    # -- asking every worker (a /metrics scrape) ---------------------------------------------
 
     async def gather(self, kind: str, mine: Any) -> list[Any]:
         """Ask every sibling for its ``kind`` answer (see ``answer``); ``mine`` first.
 
-        Siblings that do not answer within METRICS_TIMEOUT are left out.
+        Siblings that do not answer within GATHER_TIMEOUT are left out.
         """
         if not self._peers or self._loop is None:
             return [mine]
@@ -216,7 +216,7 @@ class Cluster:
         self._waiting[request_id] = (future, answers)
         self.broadcast({"kind": kind, "from": self.index, "id": request_id})
         try:
-            await asyncio.wait_for(future, METRICS_TIMEOUT)
+            await asyncio.wait_for(future, GATHER_TIMEOUT)
         except asyncio.TimeoutError:
             log.warning("worker %d: %d sibling(s) did not answer a %s request", self.index,
                         self.size - len(answers), kind)
@@ -226,7 +226,7 @@ class Cluster:
 
     def answer(self, request: dict, value: Any) -> None:
         """Reply to a ``gather`` request received from a sibling."""
-        self.send(request["from"], {"kind": "metrics-reply", "id": request["id"], "value": value})
+        self.send(request["from"], {"kind": "reply", "id": request["id"], "value": value})
 
     def _on_reply(self, message: dict) -> None:
         waiting = self._waiting.get(message.get("id"))

@@ -83,7 +83,7 @@ async def test_gather_collects_every_worker_answer(pair):
 
 
 async def test_gather_gives_up_on_a_silent_sibling(pair, monkeypatch, caplog):
-    monkeypatch.setattr(cluster_module, "METRICS_TIMEOUT", 0.05)
+    monkeypatch.setattr(cluster_module, "GATHER_TIMEOUT", 0.05)
     first, second = pair
     first.start({})
     second.start({"metrics": lambda request: None})       # never answers
