@@ -81,8 +81,9 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 class RelayProcess:
     """``comity-relay serve --port PORT --data-dir DIR`` as a child process (PORT 0: any free one)."""
 
-    def __init__(self, data_dir: Path, log_dir: Path, port: int = 0):
+    def __init__(self, data_dir: Path, log_dir: Path, port: int = 0, args: tuple[str, ...] = ()):
         self.data_dir = data_dir
+        self.args = args                        # more ``serve`` options, e.g. --workers 2
         log_dir.mkdir(parents=True, exist_ok=True)
         # The access log goes to a file: a pipe nobody reads could fill and stall the relay.
         # Appended to, so that a restarted relay (``restart``) keeps the earlier records.
@@ -92,7 +93,8 @@ class RelayProcess:
     def _start(self, port: int) -> None:
         self._stderr = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            COMITY_RELAY + ["serve", "--port", str(port), "--data-dir", str(self.data_dir)],
+            COMITY_RELAY + ["serve", "--port", str(port), "--data-dir", str(self.data_dir),
+                            *self.args],
             stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL,
             env=base_env(), text=True)
         lines: queue.Queue[str | None] = queue.Queue()
