@@ -366,8 +366,8 @@ class Database:
 
         Consecutive operations with the same function run together through
         ``fn.bulk(db, [args, ...])`` when the function has one: it returns each
-        operation's ``(ok, value)`` (and must write nothing for those that fail),
-        or None to decline; if it raises, the batch runs isolated, one by one.
+        operation's ``(ok, value)`` (and must write nothing for those that fail);
+        if it raises, the batch runs isolated, one by one.
         """
         conn, db = self._writer.conn, self._writer
         outcomes: dict[_Op, tuple[bool, Any]] = {}
@@ -382,14 +382,12 @@ class Database:
             if bulk is not None and end - start > 1:
                 group = ops[start:end]
                 try:
-                    results = bulk(db, [item.args for item in group])
+                    outcomes.update(zip(group, bulk(db, [item.args for item in group])))
                 except Exception:
                     self._abort()
                     return None
-                if results is not None:
-                    outcomes.update(zip(group, results))
-                    start = end
-                    continue
+                start = end
+                continue
             for op in ops[start:end]:
                 try:
                     value = op.fn(db, *op.args)

@@ -150,32 +150,6 @@ def _link_blobs(db, network: str, message_id: str, sender: str, blob_ids: Iterab
         db.execute("UPDATE blobs SET message_id = ? WHERE blob_id = ?", [message_id, blob_id])
 
 
-def _submit_message(db, network, message_id, sender, recipients, envelope, envelope_hash, size,
-                    blob_ids, receipt, accepted_at) -> tuple[str, bool]:
-    # The hot path of the relay, so a new message costs three statements: the insert is
-    # also the retry check (the primary key) and the network check (the foreign key).
-    try:
-        inserted = db.execute(
-            "INSERT INTO messages (network, message_id, sender, envelope_hash, size, "
-            "accepted_at, receipt) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [network, message_id, sender, envelope_hash, size, accepted_at, receipt]).rowcount
-    except sqlite3.IntegrityError:
-        _require_network(db, network)             # the foreign key failed: NoNetwork
-        raise
-    if not inserted:
-        old = db.execute("SELECT envelope_hash, receipt FROM messages WHERE network = ? "
-                         "AND message_id = ?", [network, message_id]).fetchone()
-        if old["envelope_hash"] == envelope_hash:
-            return old["receipt"], False          # a retry: same answer, nothing stored twice
-        raise MessageIdReused()
-    db.execute("INSERT INTO envelopes (network, message_id, envelope) VALUES (?, ?, ?)",
-               [network, message_id, envelope])
-    db.conn.executemany("INSERT INTO deliveries (network, message_id, recipient) VALUES (?, ?, ?)",
-                        [(network, message_id, r) for r in recipients])
-    _link_blobs(db, network, message_id, sender, blob_ids)
-    return receipt, True
-
-
 #: rows per multi-row INSERT: stays under SQLite's 32,766 bound parameters
 _ROWS_PER_INSERT = 1000
 
@@ -190,18 +164,18 @@ def _insert_rows(db, table: str, columns: str, rows: list[tuple]) -> None:
                         [value for row in chunk for value in row])
 
 
-def _submit_messages(db, calls: list[tuple]) -> list[tuple[bool, object]] | None:
-    """``_submit_message`` for a whole batch of submissions in four statements, not three per
-    message (relay/db.py runs a group of queued submissions through this).
+def _submit_messages(db, calls: list[tuple]) -> list[tuple[bool, object]]:
+    """Store a batch of submissions (``_submit_message``'s arguments, one tuple each) in a
+    few statements, not several per message; each gets its own ``(ok, value)``.
 
     Every statement the writer thread runs hands the GIL to the event loop and back, and
     while it waits for the GIL it holds the database: with several workers, the others
-    wait too. Declines (None) when a submission links blobs; raises on anything the
-    per-message path would refuse with an SQL error (an unknown network), so the batch
-    runs again one operation at a time and only the culprit fails.
+    wait too. So one SELECT finds the ids already stored (a retry gets its old receipt, an
+    id reused for another envelope ``MessageIdReused``), then one multi-row INSERT each into
+    messages, envelopes and deliveries. Raises on what only SQL detects (an unknown network,
+    through the foreign key) or on a blob that cannot be linked; relay/db.py then runs the
+    batch again one submission at a time, so only the culprit fails.
     """
-    if any(call[7] for call in calls):
-        return None
     by_network: dict[str, list[str]] = {}
     for call in calls:
         by_network.setdefault(call[0], []).append(call[1])
@@ -214,9 +188,9 @@ def _submit_messages(db, calls: list[tuple]) -> list[tuple[bool, object]] | None
                     f"AND message_id IN ({','.join('?' * len(chunk))})", [network, *chunk]):
                 existing[(network, row[0])] = (row[1], row[2])
     outcomes: list[tuple[bool, object]] = []
-    messages, envelopes, deliveries = [], [], []
-    for (network, message_id, sender, recipients, envelope, envelope_hash, size, _, receipt,
-         accepted_at) in calls:
+    messages, envelopes, deliveries, links = [], [], [], []
+    for (network, message_id, sender, recipients, envelope, envelope_hash, size, blob_ids,
+         receipt, accepted_at) in calls:
         old = existing.get((network, message_id))
         if old is not None:            # stored before, or earlier in this batch
             outcomes.append((True, (old[1], False)) if old[0] == envelope_hash
@@ -226,13 +200,32 @@ def _submit_messages(db, calls: list[tuple]) -> list[tuple[bool, object]] | None
         messages.append((network, message_id, sender, envelope_hash, size, accepted_at, receipt))
         envelopes.append((network, message_id, envelope))
         deliveries.extend((network, message_id, r) for r in recipients)
+        if blob_ids:
+            links.append((network, message_id, sender, blob_ids))
         outcomes.append((True, (receipt, True)))
     if messages:
         _insert_rows(db, "messages", "network, message_id, sender, envelope_hash, size, "
                      "accepted_at, receipt", messages)
         _insert_rows(db, "envelopes", "network, message_id, envelope", envelopes)
         _insert_rows(db, "deliveries", "network, message_id, recipient", deliveries)
+    for link in links:
+        _link_blobs(db, *link)
     return outcomes
+
+
+def _submit_message(db, network, message_id, sender, recipients, envelope, envelope_hash, size,
+                    blob_ids, receipt, accepted_at) -> tuple[str, bool]:
+    """One submission: ``(receipt, created)``; a retry gets the receipt stored first."""
+    try:
+        [(ok, value)] = _submit_messages(db, [(network, message_id, sender, recipients, envelope,
+                                               envelope_hash, size, blob_ids, receipt,
+                                               accepted_at)])
+    except sqlite3.IntegrityError:
+        _require_network(db, network)             # the foreign key failed: NoNetwork
+        raise
+    if not ok:
+        raise value
+    return value
 
 
 _submit_message.bulk = _submit_messages

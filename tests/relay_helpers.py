@@ -15,6 +15,7 @@ client would, to build the next entries and to seal messages.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -222,6 +223,16 @@ class Member:
 
     def __repr__(self) -> str:
         return f"Member({self.handle!r})"
+
+
+async def until(condition, what: str, timeout: float = 10.0) -> None:
+    """Check ``condition()`` every 10 ms, letting the event loop run, until it holds;
+    fail after ``timeout`` seconds naming ``what`` was awaited."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.01)
 
 
 async def authenticate(relay: RunningRelay, network: "Network", member: Member) -> str:

@@ -26,6 +26,7 @@ from relay.store import (
     BadCreationToken, BlobUnusable, Conflict, EnrollmentExists, Gone, LogConflict,
     MessageIdReused, NetworkExists, NoBlob, NoInvite, NoMessage, NoNetwork, Store,
 )
+from tests.relay_helpers import until
 from tests.relay_store_crash_child import NETWORK, RECIPIENTS, envelope_for
 
 NET = "ejn"
@@ -295,14 +296,6 @@ async def test_submit_is_idempotent(store):
         await submit(store, "m3", recipients=("bob", "bob"))
 
 
-async def _until(condition, what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting until {what}"
-        await asyncio.sleep(0.01)
-
-
 async def test_queued_submissions_commit_together_each_with_its_own_outcome(store, monkeypatch):
     import relay.store as store_module
     bulk_calls = []
@@ -320,7 +313,7 @@ async def test_queued_submissions_commit_together_each_with_its_own_outcome(stor
         submit(store, "old", envelope_hash="another"),        # an id reused: refused alone
         submit(store, "b", recipients=("bob",)),
     )]
-    await _until(lambda: store.db.queue_depth() == len(tasks), "the submissions queued")
+    await until(lambda: store.db.queue_depth() == len(tasks), "the submissions queued")
     commits = store.db.commits
     release.set()
     await blocker
@@ -340,7 +333,7 @@ async def test_queued_submissions_commit_together_each_with_its_own_outcome(stor
              asyncio.ensure_future(store.submit_message("nope", "d", "alice", ["bob"], "{}",
                                                         "h", 2, [], "{}", T0)),
              asyncio.ensure_future(submit(store, "e"))]
-    await _until(lambda: store.db.queue_depth() == len(tasks), "the submissions queued")
+    await until(lambda: store.db.queue_depth() == len(tasks), "the submissions queued")
     release.set()
     await blocker
     c, d, e = await asyncio.gather(*tasks, return_exceptions=True)
@@ -356,7 +349,7 @@ async def test_the_checkpointer_copies_the_wal_into_the_database_file(tmp_path):
         await asyncio.gather(*(db.write(insert, i) for i in range(3000)))
         # The writers leave checkpoints to the checkpointer thread (their own threshold,
         # WRITER_CHECKPOINT_PAGES, is far away): the file grows only if it ran.
-        await _until(lambda: path.stat().st_size > before, "a checkpoint copied pages")
+        await until(lambda: path.stat().st_size > before, "a checkpoint copied pages")
         assert await db.read(audit_values) == list(range(3000))
     finally:
         await db.close()

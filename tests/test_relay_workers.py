@@ -12,7 +12,6 @@ workers whose supervisor was killed drain and release the data folder.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -26,6 +25,7 @@ from keys.encoding import b64d
 from keys.log import make_entry
 from relay.auth import AUTH_PURPOSE, auth_statement
 
+from .relay_helpers import until
 from .relay_process_support import START_TIMEOUT, Network, RelayProcess, mint_token
 
 WORKERS = 2
@@ -213,7 +213,8 @@ async def test_a_killed_worker_is_replaced_and_the_relay_keeps_serving(relays, t
     victim = sorted(before)[0]
     os.kill(victim, signal.SIGKILL)
     assert relay.stderr.wait_for(r"worker \d exited unexpectedly", START_TIMEOUT), relay.output()
-    await _until(lambda: len(set(relay.workers()) - before) == 1, "a new worker started")
+    await until(lambda: len(set(relay.workers()) - before) == 1, "a new worker started",
+                START_TIMEOUT)
     async with pinned(relay.url) as sessions:      # both workers answer again
         for session in sessions.values():
             await network.login(session, relay.url, "bob")
@@ -227,7 +228,8 @@ async def test_workers_of_a_killed_supervisor_drain_and_free_the_data_folder(rel
     workers = relay.workers()
     os.kill(relay.pid, signal.SIGKILL)
     relay.proc.wait(START_TIMEOUT)
-    await _until(lambda: not any(_alive(pid) for pid in workers), "the orphaned workers exited")
+    await until(lambda: not any(_alive(pid) for pid in workers), "the orphaned workers exited",
+                START_TIMEOUT)
     again = relays(data)                           # the folder lock was released
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{again.url}/healthz") as r:
@@ -241,11 +243,3 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-async def _until(condition, what: str, timeout: float = START_TIMEOUT) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting until {what}"
-        await asyncio.sleep(0.02)
