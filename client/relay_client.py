@@ -12,6 +12,7 @@ from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 
+from keys.constants import MAX_MESSAGE_BYTES
 from keys.encoding import b64d, b64e, parse
 from keys.errors import KeysError
 from keys.identity import IdentityKey, IdentityPublicKey, format_fingerprint
@@ -25,6 +26,18 @@ UPLOAD_PIECE = 8 * 1024 * 1024
 TIMEOUT = aiohttp.ClientTimeout(total=None, connect=15, sock_read=120)
 #: re-authenticate when the bearer token has less than this left (seconds)
 TOKEN_MARGIN = 60
+#: the largest JSON answer a relay may send: fetching an envelope whose ciphertext is at the
+#: protocol's ceiling (MAX_MESSAGE_BYTES of plaintext, as base64: 4 characters per 3 bytes),
+#: plus the rest of that answer (header, tag, 500 wrapped keys of about 1.6 KB, 1000 blob ids,
+#: the relay's receipt: about 1.2 MB) or a full log page (500 entries, about 2 MB)
+ANSWER_OVERHEAD = 4 * 1024 * 1024
+MAX_ANSWER_BYTES = 4 * -(-MAX_MESSAGE_BYTES // 3) + ANSWER_OVERHEAD
+#: an error answer is one short JSON object; a longer one is read no further
+MAX_ERROR_BYTES = 64 * 1024
+#: bytes read from the connection at a time
+READ_PIECE = 256 * 1024
+#: answers are taken as sent: a small compressed answer could inflate past any limit
+IDENTITY = "identity"
 
 
 class RelayClient:
@@ -42,28 +55,52 @@ class RelayClient:
 
     async def _request(self, method: str, path: str, *, json: Any = None, headers: dict | None = None,
                        expect: tuple[int, ...] = (200, 201, 202, 204), raw: bool = False, **kwargs):
+        # aiohttp would otherwise ask for gzip and inflate the answer before any limit applies.
+        headers = {**(headers or {}), "Accept-Encoding": IDENTITY}
         try:
-            response = await self.session.request(method, self.url + path, json=json,
-                                                  headers=headers, timeout=TIMEOUT, **kwargs)
+            response = await self.session.request(method, self.url + path, json=json, headers=headers,
+                                                  timeout=TIMEOUT, auto_decompress=False, **kwargs)
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as exc:
             raise RelayUnreachable(f"cannot reach the relay at {self.url}: {_reason(exc)}",
                                    hint="check the address and your connection, then run the command again") from None
+        encoding = response.headers.get("Content-Encoding", IDENTITY).strip().lower()
+        if encoding != IDENTITY:
+            response.close()
+            raise TrustError(f"the relay at {self.url} sent an encoded answer "
+                             f"(Content-Encoding: {_printable(encoding)[:40]}): refused")
         if raw and response.status in expect:
             return response
-        try:
-            body = await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise RelayUnreachable(f"the connection to {self.url} dropped: {_reason(exc)}") from None
-        finally:
-            response.release()
-        if response.status not in expect:
-            raise _refusal(response.status, body)
+        ok = response.status in expect
+        body = await self._read(response, MAX_ANSWER_BYTES if ok else MAX_ERROR_BYTES)
+        if not ok:
+            raise _refusal(response.status, body or b"")
+        if body is None:
+            raise TrustError(f"the relay at {self.url} sent an answer larger than {MAX_ANSWER_BYTES} bytes, "
+                             "the most it may send: refused")
         if not body:
             return response
         try:
             return parse(body)
         except KeysError:
             raise TrustError(f"the relay at {self.url} sent an answer that is not valid JSON") from None
+
+    async def _read(self, response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+        """The answer's body, or None if it is longer than ``limit`` (then read no further)."""
+        try:
+            if response.content_length is not None and response.content_length > limit:
+                response.close()
+                return None
+            body = bytearray()
+            async for piece in response.content.iter_chunked(READ_PIECE):
+                body += piece
+                if len(body) > limit:
+                    response.close()     # drop the connection: the rest is never read
+                    return None
+            return bytes(body)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise RelayUnreachable(f"the connection to {self.url} dropped: {_reason(exc)}") from None
+        finally:
+            response.release()
 
     async def _authed(self, network: str, handle: str, method: str, path: str, **kwargs):
         headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {self._tokens[(network, handle)][0]}"}
@@ -210,20 +247,34 @@ class RelayClient:
         return int(response.headers["Upload-Offset"])
 
     async def download(self, network: str, handle: str, blob_id: str, start: int,
-                       sink: Callable[[bytes], None]) -> int:
-        """Stream the blob from ``start`` into ``sink``; returns bytes received."""
+                       sink: Callable[[bytes], None], *, limit: int) -> int:
+        """Stream the blob from ``start`` into ``sink``, at most ``limit`` bytes; returns bytes received.
+
+        A relay that sends more than ``limit`` is refused (TrustError) at the first byte
+        too many: what it sent beyond is never passed to ``sink``.
+        """
         headers = {"Authorization": f"Bearer {self._tokens[(network, handle)][0]}"}
         if start:
             headers["Range"] = f"bytes={start}-"
         response = await self._request("GET", f"/v1/networks/{network}/blobs/{blob_id}",
                                        headers=headers, expect=(200, 206), raw=True)
+        too_much = TrustError(f"the relay at {self.url} sent more than the {limit} bytes asked for: refused")
         received = 0
         try:
-            async for chunk in response.content.iter_chunked(256 * 1024):
+            if start and response.status != 206:
+                raise TrustError(f"the relay at {self.url} sent the whole file when asked for its end: refused")
+            if response.content_length is not None and response.content_length > limit:
+                raise too_much
+            async for chunk in response.content.iter_chunked(READ_PIECE):
+                if received + len(chunk) > limit:
+                    raise too_much
                 sink(chunk)
                 received += len(chunk)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise RelayUnreachable(f"the download from {self.url} dropped: {_reason(exc)}") from None
+        except TrustError:
+            response.close()            # drop the connection: the rest is never read
+            raise
         finally:
             response.release()
         return received
@@ -241,6 +292,10 @@ def _fp(key_b64: str | None) -> str:
         return "(none)"
 
 
+def _printable(text: str) -> str:
+    return "".join(ch for ch in text if ch.isprintable())
+
+
 def _refusal(status: int, body: bytes) -> RelayRefused:
     try:
         data = parse(body)
@@ -250,5 +305,5 @@ def _refusal(status: int, body: bytes) -> RelayRefused:
     hints = {"not-a-member": "you may have been removed from this network",
              "rate-limited": "wait a moment and try again"}
     # The relay's message is untrusted text: printable characters only, bounded.
-    message = "".join(ch for ch in message if ch.isprintable())[:300]
+    message = _printable(message)[:300]
     return RelayRefused(f"the relay refused: {message}", code=code, status=status, hint=hints.get(code))
