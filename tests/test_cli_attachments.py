@@ -86,6 +86,7 @@ def test_a_name_too_long_for_the_file_system_is_shortened_keeping_its_extension(
     root, _, members = net
     files = [root / "outgoing" / "long-1.bin", root / "outgoing" / "long-2.bin"]
     for n, path in enumerate(files):
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"annex %d" % n)
     names = ["é" * 200, "é" * 200 + ".pdf"]           # 400 and 404 bytes in UTF-8
     message_id = send_with_names(members["alice"], "bob", files, names)
