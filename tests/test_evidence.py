@@ -24,6 +24,7 @@ from relay.settings import RelaySettings
 from relay.context import RELAY
 
 NETWORK = "sahel-demo"
+PASSPHRASE = "evidence test passphrase"
 
 
 @pytest.fixture(autouse=True)
@@ -41,11 +42,11 @@ async def members(tmp_path):
     await app[RELAY].store.add_creation_token(NETWORK, creation_token_hash("t" * 24), int(time.time()) + 600)
     people = {}
     ana = people["ana"] = Comity.at(tmp_path / "ana")
-    ana.create_identity("ana", "pw")
+    ana.create_identity("ana", PASSPHRASE)
     await ana.create_network(NETWORK, url, "t" * 24)
     for handle in ("bob", "carol"):
         person = people[handle] = Comity.at(tmp_path / handle)
-        await person.enroll(await ana.invite(NETWORK, handle), "pw")
+        await person.enroll(await ana.invite(NETWORK, handle), PASSPHRASE)
         await ana.approve(NETWORK, handle)
     people["_app"] = app
     yield people
