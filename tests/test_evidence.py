@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -17,7 +18,8 @@ from hypothesis import strategies as st
 
 from client.api import Comity
 from keys.encoding import canonical, parse
-from keys.evidence import bundle_bytes, verify_bundle_bytes
+from keys.encoding import b64d
+from keys.evidence import bundle_bytes, public_key_pem, verify_bundle_bytes
 from relay.app import make_app
 from relay.handlers.networks import creation_token_hash
 from relay.settings import RelaySettings
@@ -231,23 +233,63 @@ def test_every_signature_checks_with_openssl_alone(bundle_file, tmp_path):
         assert subprocess.run(verify, capture_output=True).returncode != 0
 
 
+#: a body that no JSON tool is sure to write again byte for byte as canonical JSON does: DEL
+#: (canonical JSON keeps it raw, jq writes \u007f), NUL and other control characters (escaped),
+#: U+2028 and U+2029 (raw), characters outside the BMP, quotes and backslashes
+AWKWARD_BODY = ("DEL \x7f NUL \x00 ESC \x1b LS \u2028 PS \u2029 astral \U0001d538 \U0001f600 "
+                "\"quoted\" back\\slash é\nsecond line")
+#: the name docs/evidence.md gives the bundle in its recipe
+DOC_BUNDLE = "mla-2026-114.evidence.json"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "evidence.md"
+
+
+def _doc_block(after: str) -> str:
+    """The first ```sh block of docs/evidence.md after the line that contains ``after``."""
+    lines = DOC.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if after in line)
+    opening = next(i for i in range(start, len(lines)) if lines[i].strip() == "```sh")
+    closing = next(i for i in range(opening + 1, len(lines)) if lines[i].strip() == "```")
+    return "\n".join(lines[opening + 1:closing]) + "\n"
+
+
+@pytest.fixture
+async def awkward_bundle_file(members, tmp_path):
+    ana = members["ana"]
+    sent = await ana.send(NETWORK, ["bob"], {"type": "request", "subject": "awkward"}, AWKWARD_BODY)
+    await members["bob"].inbox()
+    path = tmp_path / "awkward.json"
+    await ana.export(sent["id"], path)
+    raw = path.read_bytes()
+    # As canonical JSON writes them: DEL and U+2028 raw, NUL escaped.
+    assert b"\x7f" in raw and "\u2028".encode() in raw and b"\\u0000" in raw and "\U0001f600".encode() in raw
+    return path
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None or shutil.which("jq") is None,
                     reason="openssl or jq is not installed")
-def test_exporter_signature_checks_with_jq_and_openssl(bundle_file, tmp_path):
-    """The whole-bundle signature, rebuilt with jq as docs/evidence.md shows."""
-    signed = tmp_path / "bundle-signed.bin"
-    signed.write_bytes(b"comity/v1/evidence-bundle\x00" + subprocess.run(
-        ["jq", "-cjS", "del(.exporter_signature)", str(bundle_file)], capture_output=True, check=True).stdout)
-    bundle = parse(bundle_file.read_bytes())
-    exporter = next(e for e in bundle["log"] if e["kind"] == "genesis")["body"]["admin"]["identity_key"]
-    from keys.evidence import public_key_pem
-    from keys.encoding import b64d
-    (tmp_path / "key.pem").write_text(public_key_pem(b64d(exporter)))
-    (tmp_path / "sig.bin").write_bytes(b64d(bundle["exporter_signature"]))
-    result = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(tmp_path / "key.pem"),
-                             "-rawin", "-in", str(signed), "-sigfile", str(tmp_path / "sig.bin")],
-                            capture_output=True, text=True)
-    assert "Signature Verified Successfully" in result.stdout
+@pytest.mark.parametrize("which", ["bundle_file", "awkward_bundle_file"])
+def test_the_documented_recipe_checks_every_signature_and_the_bundle(which, request, tmp_path):
+    """Exactly the shell lines of docs/evidence.md, in the expert's folder, with sh."""
+    bundle = request.getfixturevalue(which)
+    expert = tmp_path / "expert"
+    expert.mkdir()
+    (expert / DOC_BUNDLE).write_bytes(bundle.read_bytes())
+    loop = subprocess.run(["sh", "-c", _doc_block("With `jq` and OpenSSL 3")], cwd=expert,
+                          capture_output=True, text=True)
+    count = len(parse(bundle.read_bytes())["signatures"])
+    assert loop.returncode == 0 and loop.stdout.count("Signature Verified Successfully") == count, loop
+
+    parsed = parse(bundle.read_bytes())
+    exporter = next(e for e in parsed["log"] if e["kind"] == "genesis")["body"]["admin"]["identity_key"]
+    (expert / "key.pem").write_text(public_key_pem(b64d(exporter)))    # "see below" in the doc
+    whole = subprocess.run(["sh", "-c", f"B={DOC_BUNDLE}\n" + _doc_block("To check the signature by hand")],
+                           cwd=expert, capture_output=True, text=True)
+    assert whole.returncode == 0 and "Signature Verified Successfully" in whole.stdout, whole
+    assert (expert / "bundle-signed.bin").read_bytes() == \
+        b"comity/v1/evidence-bundle\x00" + canonical({k: v for k, v in parsed.items() if k != "exporter_signature"})
+    count_member = subprocess.run(["sh", "-c", f"grep -o '\"exporter_signature\":' {DOC_BUNDLE} | wc -l"],
+                                  cwd=expert, capture_output=True, text=True)
+    assert count_member.stdout.strip() == "1"
 
 
 def test_bundle_bytes_is_the_only_accepted_form(bundle_file):
