@@ -20,7 +20,7 @@ import click
 from .api import Comity
 from .errors import ClientError, UsageError
 from .home import ENV_PASSPHRASE
-from .output import error
+from .output import error, warning
 
 
 class Context:
@@ -63,6 +63,9 @@ class Context:
                     client.unlock(self.passphrase())
                 return await work(client)
             finally:
+                for text in client.notices:      # security warnings: shown even with --quiet
+                    warning(text)
+                client.notices.clear()
                 await client.close()
         return asyncio.run(main())
 

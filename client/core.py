@@ -7,6 +7,7 @@ verified here against what this member pinned: the relay key from the invite
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import aiohttp
 
 from keys.constants import HANDLE_PATTERN, DAY
 from keys.encoding import b64d, b64e
-from keys.errors import ForkError, KeysError, LogError
+from keys.errors import KeysError, LogError
 from keys.hpke import EncryptionKey, make_key_record
 from keys.identity import IdentityKey
 from keys.log import LogVerifier, entry_hash
@@ -28,8 +29,14 @@ from .keystore import KeptKey, Keystore, Secrets
 from .relay_client import RelayClient
 from .state import LocalState, NetworkRow
 
+log = logging.getLogger("comity.client")
+
 #: an encryption key published at enrollment is valid this long; watch/rotate renew it
 KEY_LIFETIME = 365 * DAY
+
+
+class LogBehind(ClientError):
+    """a message names a membership log entry the relay has not shown us yet"""
 
 
 def check_handle(handle: str) -> str:
@@ -49,6 +56,8 @@ class Core:
         self._relays: dict[str, RelayClient] = {}
         self._verifiers: dict[str, LogVerifier] = {}
         self.clock = time.time
+        #: warnings for the user gathered while working (the CLI prints them on stderr)
+        self.notices: list[str] = []
 
     def __repr__(self) -> str:
         return f"Comity({str(self.home)!r})"
@@ -108,6 +117,11 @@ class Core:
 
     def now(self) -> int:
         return int(self.clock())
+
+    def notice(self, text: str) -> None:
+        """Something the user must hear about that does not stop the command."""
+        log.warning("%s", text)
+        self.notices.append(text)
 
     @property
     def handle(self) -> str:
@@ -288,10 +302,11 @@ class Core:
             try:
                 return verifier.roster_at(seq)
             except LogError:
-                # We have just synced the log: a later entry is one the relay withholds
-                # from us, or one that does not exist. Either way our views have forked.
-                raise ForkError(f"the message names membership log entry {seq}, which the relay "
-                                "has not shown us", reason="fork") from None
+                # We have just synced the log: a later entry is one the relay withholds from
+                # us (or has not got yet), or one that does not exist. Retrying tells which; a
+                # real fork (another hash at a seq we hold) is ForkError from keys.envelope.
+                raise LogBehind(f"the message names membership log entry {seq}, which the relay "
+                                f"has not shown us (we hold up to {verifier.seq})") from None
         return lookup
 
     def member_of(self, verifier: LogVerifier, handle: str) -> Member:
