@@ -143,7 +143,13 @@ class AcksMixin(Core):
         except KeysError as exc:
             raise TrustError(f"the evidence of {message_id} does not chain: {exc.message}") from None
         self.state.update("message", network, message_id, sent, flags="out")
-        return self.evidence_summary(message_id, sent)
+        summary = self.evidence_summary(message_id, sent)
+        for handle, r in summary["recipients"].items():
+            member = verifier.roster.member(handle)
+            # An acknowledgement earned while the signer was a member stays evidence; it is shown
+            # as signed by a member removed since, not dropped (docs/evidence.md).
+            r["removed_since"] = member is None or not member.active
+        return summary
 
     def evidence_summary(self, message_id: str, sent: dict, state: str = "out") -> dict:
         recipients = {h: {"accepted": None, "delivered": None, "acknowledged": None, "rejected": None,

@@ -39,7 +39,7 @@ def status(ctx: Context, message_id, network, no_ack, as_json) -> None:
     if as_json:
         emit_json({"id": result["id"], "state": result["state"], "recipients": {
             h: {k: v for k, v in r.items() if k in ("accepted", "delivered", "acknowledged", "rejected",
-                                                     "not_collected", "reason")}
+                                                     "not_collected", "reason", "removed_since")}
             for h, r in result["recipients"].items()}})
         return
     out(f"{result['id']}: {result['subject']}")
@@ -48,7 +48,8 @@ def status(ctx: Context, message_id, network, no_ack, as_json) -> None:
             + (f"; 'comity retry {result['id']}' sends it again" if result["state"] == "queued" else ""))
     rows = []
     for handle, r in sorted(result["recipients"].items()):
-        rows.append({"recipient": handle, "accepted": _time(r["accepted"]), "delivered": _time(r["delivered"]),
+        rows.append({"recipient": handle + (" (removed since)" if r.get("removed_since") else ""),
+                     "accepted": _time(r["accepted"]), "delivered": _time(r["delivered"]),
                      "acknowledged": _time(r["acknowledged"]) if r["acknowledged"] else
                      (f"rejected: {r['reason']}" if r["rejected"] else
                       ("not collected" if r["not_collected"] else "")),

@@ -101,3 +101,17 @@ def test_a_queued_message_goes_out_with_the_next_inbox(world):
     alice.run("inbox")
     assert alice.json("status", message_id, "--no-ack")["state"] == "accepted"
     assert "queued then sent" in [m["subject"] for m in bob.json("inbox")]
+
+
+def test_an_acknowledgement_earned_before_the_signer_was_removed_is_kept(world):
+    """Not an attack but its cousin: evidence must not be lost because the recipient left the
+    network after acknowledging. (Runs last: carol is removed.)"""
+    mal, people = world
+    alice, carol, admin = people["alice"], people["carol"], people["secretariat"]
+    message_id = alice.run("send", "--network", NETWORK, "--to", "carol", "--subject", "before removal",
+                           input="body").stdout.strip()
+    carol.run("inbox")                               # collects and acknowledges
+    admin.run("remove", "--network", NETWORK, "carol")
+    shown = alice.json("status", message_id)["recipients"]["carol"]
+    assert shown["acknowledged"] is not None and shown["removed_since"] is True
+    assert "carol (removed since)" in alice.run("status", message_id).stdout
