@@ -18,7 +18,7 @@ from keys.constants import HANDLE_PATTERN, DAY
 from keys.encoding import b64d, b64e
 from keys.errors import KeysError, LogError
 from keys.hpke import EncryptionKey, make_key_record
-from keys.identity import IdentityKey
+from keys.identity import IdentityKey, IdentityPublicKey, format_fingerprint
 from keys.log import LogVerifier, entry_hash
 from keys.roster import Member, Roster
 
@@ -33,6 +33,24 @@ log = logging.getLogger("comity.client")
 
 #: an encryption key published at enrollment is valid this long; watch/rotate renew it
 KEY_LIFETIME = 365 * DAY
+
+
+def fork_side(entry: dict | None) -> dict | None:
+    """What a user compares of one side of a fork: position, hash, kind, time, signers."""
+    if not isinstance(entry, dict):
+        return None
+    try:
+        digest = b64e(entry_hash(entry))
+    except KeysError:
+        digest = None
+    signers = []
+    for item in entry.get("signatures", []) if isinstance(entry.get("signatures"), list) else []:
+        try:
+            signers.append(format_fingerprint(IdentityPublicKey.from_b64(item["key"]).fingerprint()))
+        except (KeysError, KeyError, TypeError):
+            signers.append("?")
+    return {"seq": entry.get("seq"), "hash": digest, "kind": entry.get("kind"), "time": entry.get("time"),
+            "signers": signers}
 
 
 class LogBehind(ClientError):
@@ -270,12 +288,29 @@ class Core:
                 verifier.append(entry)
             except LogError as exc:
                 self.state.add_log_entries(row.name, new)
+                if exc.reason == "fork":
+                    self._record_fork(row.name, verifier, entry)
+                    raise TrustError(
+                        f"the {row.name} log has forked: the relay serves an entry {entry.get('seq')} "
+                        "that does not extend the log this machine verified",
+                        hint=f"'comity network fork {row.name}' shows both sides; compare them with "
+                             "an administrator (docs/operations.md, 'A fork of the log')") from None
                 raise TrustError(
                     f"the relay served a {row.name} log entry that does not verify: {exc.message}",
                     hint="the relay may be compromised or the log forked; tell your administrator") from None
             new.append((entry["seq"], b64e(entry_hash(entry)), entry))
         if new:
             self.state.add_log_entries(row.name, new)
+
+    def _record_fork(self, network: str, verifier: LogVerifier, theirs: dict) -> None:
+        """Keep both sides of a fork for 'comity network fork' (client/forks.py)."""
+        seq = theirs.get("seq") if isinstance(theirs.get("seq"), int) else None
+        ours = next((e for e in self.state.log_entries(network) if e["seq"] == seq), None)
+        if ours is None and verifier.seq >= 0:
+            ours = next((e for e in self.state.log_entries(network) if e["seq"] == verifier.seq), None)
+        self.state.put("fork", network, "current", {
+            "seq": seq, "ours": fork_side(ours), "theirs": fork_side(theirs), "at": self.now()},
+            at=self.now())
 
     async def _sync_pending(self, row: NetworkRow, relay: RelayClient, verifier: LogVerifier) -> LogVerifier:
         """An enrollee becomes a member once an admin's add-member entry names its key."""

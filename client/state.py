@@ -134,6 +134,12 @@ class LocalState:
         return [parse(r[0]) for r in self.db.execute(
             "SELECT entry FROM log_entries WHERE network = ? ORDER BY seq", [network])]
 
+    def log_head(self, network: str) -> dict | None:
+        """The newest verified entry's position and hash (what an administrator reads out)."""
+        found = self.db.execute("SELECT seq, hash FROM log_entries WHERE network = ? ORDER BY seq DESC "
+                                "LIMIT 1", [network]).fetchone()
+        return None if found is None else {"seq": found[0], "hash": found[1]}
+
     def add_log_entries(self, network: str, entries: list[tuple[int, str, dict]]) -> None:
         with self.transaction():
             self.db.conn.executemany(
