@@ -25,7 +25,7 @@ from keys.receipts import (ACK_REJECT_REASONS, evidence_hash, make_ack, verify_a
                            verify_chain)
 
 from .core import Core
-from .errors import NotFound, RelayRefused, TrustError
+from .errors import RelayRefused, TrustError
 
 log = logging.getLogger("comity.client")
 
@@ -77,7 +77,7 @@ class AcksMixin(Core):
         sent = 0
         for _, row_id, _, _, item in list(self.state.rows("outbox", network)):
             try:
-                await relay.submit(network, self.handle, item["envelope"])
+                receipt = await relay.submit(network, self.handle, item["envelope"])
             except RelayRefused as exc:
                 if exc.code in ("bad-envelope", "message-id-reused", "forbidden"):
                     # Permanent: the sender left the network, or it was sent already.
@@ -85,6 +85,10 @@ class AcksMixin(Core):
                     self.state.delete("outbox", network, row_id)
                     continue
                 raise
+            except TrustError as exc:
+                # The relay's receipt does not match: keep it queued, say so, go on.
+                self.notice(f"the acknowledgement of {item['for']} stays queued: {exc.message}")
+                continue
             self.state.delete("outbox", network, row_id)
             sent += 1
         return sent
@@ -96,7 +100,7 @@ class AcksMixin(Core):
         try:
             ack = verify_ack(parse(opened.body), opened.sender.identity_key)
         except KeysError as exc:
-            log.warning("ignoring a receipt from %s: %s", opened.sender.handle, exc.message)
+            self.notice(f"ignoring a receipt from {opened.sender.handle}: {exc.message}")
             return False
         sent = self.state.get("message", network, ack["message_id"])
         if (ack["recipient"] != opened.sender.handle or ack["sender"] != self.handle or sent is None
@@ -104,24 +108,28 @@ class AcksMixin(Core):
                 or (ack["kind"] == "acknowledged"
                     and ack["envelope_hash"] != b64e(env.envelope_hash(sent["envelope"])))
                 or ("payload_hash" in ack and ack["payload_hash"] != b64e(env.payload_hash(sent["signed_payload"])))):
-            log.warning("ignoring a receipt from %s that does not match a message we sent", opened.sender.handle)
+            self.notice(f"ignoring a receipt from {opened.sender.handle} that does not match a message "
+                        "we sent")
             return False
-        acks = [a for a in sent.get("acks", []) if a["recipient"] != ack["recipient"]]
-        if len(acks) != len(sent.get("acks", [])):
-            return True       # the first acknowledgement of a recipient is the one kept
-        sent["acks"] = acks + [ack]
-        self.state.put("message", network, ack["message_id"], sent, at=sent["at"], flags="out")
+        others = [a for a in sent.get("acks", []) if a["recipient"] != ack["recipient"]]
+        earlier = [a for a in sent.get("acks", []) if a["recipient"] == ack["recipient"]]
+        if earlier and not _replaces(earlier[0], ack):
+            return True
+        sent["acks"] = others + [ack]
+        self.state.update("message", network, ack["message_id"], sent, flags=self.state.flags(
+            "message", network, ack["message_id"]))
         return True
 
-    async def status(self, message_id: str, *, collect: bool = True, ack: bool = True) -> dict:
+    async def status(self, message_id: str, *, network: str | None = None, collect: bool = True,
+                     ack: bool = True) -> dict:
         """Per-recipient evidence of a message we sent, refreshed from the relay."""
-        found = self.state.find("message", message_id)
-        if found is None or found[1]["direction"] != "out":
-            raise NotFound(f"no sent message {message_id} here")
-        network, sent = found
+        network, sent = self.stored_message(message_id, network, direction="out")
         if collect:
-            await self._collect(network, ack=ack)       # picks up acknowledgements
+            await self._collect(network, ack=ack)       # picks up acknowledgements (and sends queued)
             sent = self.state.get("message", network, message_id)
+        flags = self.state.flags("message", network, message_id)
+        if flags != "out":
+            return self.evidence_summary(message_id, sent, state=flags)
         row, relay, verifier = await self.connect(network)
         answer = await relay.status(network, self.handle, message_id)
         known = {evidence_hash(r) for r in sent["receipts"]}
@@ -134,10 +142,16 @@ class AcksMixin(Core):
             verify_chain(sent["receipts"] + sent.get("acks", []))
         except KeysError as exc:
             raise TrustError(f"the evidence of {message_id} does not chain: {exc.message}") from None
-        self.state.put("message", network, message_id, sent, at=sent["at"], flags="out")
-        return self.evidence_summary(message_id, sent)
+        self.state.update("message", network, message_id, sent, flags="out")
+        summary = self.evidence_summary(message_id, sent)
+        for handle, r in summary["recipients"].items():
+            member = verifier.roster.member(handle)
+            # An acknowledgement earned while the signer was a member stays evidence; it is shown
+            # as signed by a member removed since, not dropped (docs/evidence.md).
+            r["removed_since"] = member is None or not member.active
+        return summary
 
-    def evidence_summary(self, message_id: str, sent: dict) -> dict:
+    def evidence_summary(self, message_id: str, sent: dict, state: str = "out") -> dict:
         recipients = {h: {"accepted": None, "delivered": None, "acknowledged": None, "rejected": None,
                           "not_collected": None, "reason": None, "signed_by": {}}
                       for h in sent["envelope"]["recipients"]}
@@ -159,4 +173,15 @@ class AcksMixin(Core):
             if kind == "rejected":
                 recipients[h]["reason"] = record["reason"]
         return {"id": message_id, "subject": sent["signed_payload"]["payload"]["headers"]["subject"],
-                "recipients": recipients}
+                "state": {"out": "accepted"}.get(state, state), "recipients": recipients}
+
+
+def _replaces(held: dict, new: dict) -> bool:
+    """Whether a recipient's new acknowledgement replaces the one we hold.
+
+    Both verified under a key the recipient held. A later ``acknowledged`` wins over a
+    ``rejected`` (a forged rejection by a stolen old key must not lock out the genuine
+    acknowledgement, and a message retried after a transient fault is acknowledged after
+    all); an ``acknowledged`` is never replaced by a rejection.
+    """
+    return held["kind"] == "rejected" and new["kind"] == "acknowledged"

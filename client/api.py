@@ -16,12 +16,13 @@ from keys.encoding import b64d
 from keys.identity import format_fingerprint
 
 from .evidence import EvidenceMixin
+from .forks import ForksMixin
 from .messages import MessagesMixin
 from .rotation import RotationMixin
 from .networks import NetworksMixin
 
 
-class Comity(NetworksMixin, MessagesMixin, EvidenceMixin, RotationMixin):
+class Comity(NetworksMixin, MessagesMixin, EvidenceMixin, RotationMixin, ForksMixin):
 
     def whoami(self) -> dict:
         now = self.now()
@@ -30,7 +31,8 @@ class Comity(NetworksMixin, MessagesMixin, EvidenceMixin, RotationMixin):
             "fingerprint": format_fingerprint(self.identity.public.fingerprint()),
             "home": str(self.home),
             "networks": [{"name": r.name, "relay": r.relay_url, "status": r.status,
-                          "fingerprint": format_fingerprint(b64d(r.genesis_hash)[:20])}
+                          "fingerprint": format_fingerprint(b64d(r.genesis_hash)[:20]),
+                          "head": self.state.log_head(r.name)}
                          for r in self.state.networks()],
             "encryption_keys": [{"version": k.version, "created": k.created, "not_after": k.not_after,
                                  "age_days": (now - k.created) // 86400, "retired_at": k.retired_at}

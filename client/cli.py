@@ -21,7 +21,7 @@ from .api import Comity
 from .errors import ClientError, UsageError
 from .home import ENV_PASSPHRASE
 from .keystore import check_new_passphrase
-from .output import error
+from .output import error, warning
 
 
 class Context:
@@ -69,6 +69,9 @@ class Context:
                     client.unlock(self.passphrase())
                 return await work(client)
             finally:
+                for text in client.notices:      # security warnings: shown even with --quiet
+                    warning(text)
+                client.notices.clear()
                 await client.close()
         return asyncio.run(main())
 

@@ -26,25 +26,30 @@ def _time(ts):
 
 @group.command()
 @click.argument("message_id")
+@click.option("--network", help="the network of the message (needed when the id is in several)")
 @click.option("--no-ack", is_flag=True, help="collect new mail without acknowledging it")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @pass_context
-def status(ctx: Context, message_id, no_ack, as_json) -> None:
+def status(ctx: Context, message_id, network, no_ack, as_json) -> None:
     """Show, per recipient, when a message you sent was accepted, delivered and acknowledged.
 
     Collects new mail first (as 'comity inbox' does) so that acknowledgements are current.
     """
-    result = ctx.run(lambda c: c.status(message_id, ack=not no_ack))
+    result = ctx.run(lambda c: c.status(message_id, network=network, ack=not no_ack))
     if as_json:
-        emit_json({"id": result["id"], "recipients": {
+        emit_json({"id": result["id"], "state": result["state"], "recipients": {
             h: {k: v for k, v in r.items() if k in ("accepted", "delivered", "acknowledged", "rejected",
-                                                     "not_collected", "reason")}
+                                                     "not_collected", "reason", "removed_since")}
             for h, r in result["recipients"].items()}})
         return
     out(f"{result['id']}: {result['subject']}")
+    if result["state"] != "accepted":
+        say(f"not accepted by the relay: the message is {result['state']}"
+            + (f"; 'comity retry {result['id']}' sends it again" if result["state"] == "queued" else ""))
     rows = []
     for handle, r in sorted(result["recipients"].items()):
-        rows.append({"recipient": handle, "accepted": _time(r["accepted"]), "delivered": _time(r["delivered"]),
+        rows.append({"recipient": handle + (" (removed since)" if r.get("removed_since") else ""),
+                     "accepted": _time(r["accepted"]), "delivered": _time(r["delivered"]),
                      "acknowledged": _time(r["acknowledged"]) if r["acknowledged"] else
                      (f"rejected: {r['reason']}" if r["rejected"] else
                       ("not collected" if r["not_collected"] else "")),
@@ -56,14 +61,15 @@ def status(ctx: Context, message_id, no_ack, as_json) -> None:
 @group.command()
 @click.argument("message_id")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="file to write")
+@click.option("--network", help="the network of the message (needed when the id is in several)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @pass_context
-def export(ctx: Context, message_id, out_path, as_json) -> None:
+def export(ctx: Context, message_id, out_path, network, as_json) -> None:
     """Write an evidence bundle of a message you sent, checkable offline with 'comity verify'.
 
     The bundle contains the message in clear: hand it on deliberately.
     """
-    result = ctx.run(lambda c: c.export(message_id, Path(out_path)))
+    result = ctx.run(lambda c: c.export(message_id, Path(out_path), network=network))
     if as_json:
         emit_json(result)
         return

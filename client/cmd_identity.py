@@ -24,6 +24,8 @@ def whoami(ctx: Context, as_json: bool) -> None:
     out(f"home         {info['home']}")
     for n in info["networks"]:
         out(f"network      {n['name']} ({n['status']}) at {n['relay']}, fingerprint {n['fingerprint']}")
+        if n["head"]:
+            out(f"  log head   entry {n['head']['seq']}, hash {n['head']['hash']}")
     for k in info["encryption_keys"]:
         state = "retired" if k["retired_at"] else "current"
         out(f"key v{k['version']}       {state}, {k['age_days']} days old")

@@ -113,13 +113,15 @@ def inbox(ctx: Context, network, no_ack, as_json) -> None:
 
 @group.command()
 @click.argument("message_id")
+@click.option("--network", help="the network of the message (needed when the id is in several)")
 @click.option("--save-attachments", type=click.Path(file_okay=False), help="decrypt attachments into this folder")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @pass_context
-def read(ctx: Context, message_id, save_attachments, as_json) -> None:
+def read(ctx: Context, message_id, network, save_attachments, as_json) -> None:
     """Show a message; with --save-attachments, decrypt its files into a folder."""
     async def work(client):
-        return client.read(message_id, Path(save_attachments) if save_attachments else None)
+        return client.read(message_id, Path(save_attachments) if save_attachments else None,
+                           network=network)
     message = ctx.run(work)
     if as_json:
         emit_json(message)
@@ -150,6 +152,31 @@ def sent_name(name: str) -> str:
     shown = display(name)
     plain = shown == name and name == name.strip(" .")
     return shown if plain else '"' + shown + '"'
+
+
+@group.command()
+@click.argument("message_id")
+@click.option("--network", help="the network of the message (needed when the id is in several)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@pass_context
+def retry(ctx: Context, message_id, network, as_json) -> None:
+    """Try a message again now: send one of yours left queued, or collect and verify a received one
+    that is waiting after a temporary fault or was kept aside."""
+    result = ctx.run(lambda c: c.retry(message_id, network))
+    if as_json:
+        emit_json(result)
+        return
+    status = result["status"]
+    if status == "accepted":
+        out(f"{message_id}: accepted by the relay at {_time(result['relay_receipt']['time'])}")
+    elif status in ("collected", "verified", "done"):
+        out(f"{message_id}: {'verified and stored' if status != 'done' else 'done'}")
+    elif status == "waiting":
+        raise ClientError(f"{message_id} still cannot be opened ({result['reason']}: "
+                          f"{result.get('problem') or 'a temporary fault'}); it will be retried",
+                          hint="if this lasts, tell your administrator")
+    else:
+        raise ClientError(f"{message_id} still fails verification ({result['reason']})")
 
 
 def _time(ts: int | None) -> str:

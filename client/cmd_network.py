@@ -1,4 +1,4 @@
-"""comity network create"""
+"""comity network create, fork, repin"""
 
 from __future__ import annotations
 
@@ -42,3 +42,51 @@ def create(ctx: Context, name, relay_url, token, handle, name_text, country, org
     out(f"relay fingerprint    {result['relay_fingerprint']}")
     if not ctx.quiet:
         say("hint: check the relay fingerprint with the relay operator, out of band")
+
+
+@network.command("fork")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@pass_context
+def fork(ctx: Context, name, as_json) -> None:
+    """Show both sides of a fork of network NAME's membership log, to compare out of band."""
+    result = ctx.run(lambda c: c.fork_report(name))
+    if as_json:
+        emit_json(result)
+        return
+    out(f"the {name} log forked at entry {result['fork_at']}")
+    for label, side in (("this machine holds", result["ours"]), ("the relay serves  ", result["theirs"])):
+        if side is None:
+            out(f"{label}  nothing at that position")
+            continue
+        out(f"{label}  entry {side['seq']} ({side['kind']}), hash {side['hash']}, signed by "
+            f"{', '.join(side['signers']) or 'nobody'}")
+    out(f"our head           entry {result['our_head']['seq']}, hash {result['our_head']['hash']}")
+    head = result["relay_head"] or {}
+    if "error" in head:
+        out(f"relay head         unknown: {head['error']}")
+    else:
+        out(f"relay head         entry {head.get('seq')}, hash {head.get('hash')}")
+    if not ctx.quiet:
+        say(f"hint: ask an administrator of {name}, out of band, for the hash of the network's head; "
+            f"if it is the relay's, run 'comity network repin {name} --head HASH'")
+
+
+@network.command("repin")
+@click.argument("name")
+@click.option("--head", "head_hash", required=True,
+              help="the head hash an administrator confirmed out of band (as 'network fork' prints it)")
+@click.option("--seq", type=int, help="the position of that head, if the administrator gave it")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@pass_context
+def repin(ctx: Context, name, head_hash, seq, as_json) -> None:
+    """After a fork: adopt the relay's log of NAME, if it verifies and holds the confirmed head."""
+    from .forks import parse_head_hash
+    wanted = parse_head_hash(head_hash)
+    result = ctx.run(lambda c: c.repin(name, wanted, seq))
+    if as_json:
+        emit_json(result)
+        return
+    out(f"{name}: the log now follows the relay's, up to entry {result['seq']} (hash {result['hash']})")
+    if not ctx.quiet:
+        say("hint: 'comity retry ID' verifies again a message kept aside because of the fork")

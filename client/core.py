@@ -7,6 +7,7 @@ verified here against what this member pinned: the relay key from the invite
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from pathlib import Path
@@ -15,9 +16,9 @@ import aiohttp
 
 from keys.constants import HANDLE_PATTERN, DAY
 from keys.encoding import b64d, b64e
-from keys.errors import ForkError, KeysError, LogError
+from keys.errors import KeysError, LogError
 from keys.hpke import EncryptionKey, make_key_record
-from keys.identity import IdentityKey
+from keys.identity import IdentityKey, IdentityPublicKey, format_fingerprint
 from keys.log import LogVerifier, entry_hash
 from keys.roster import Member, Roster
 
@@ -28,8 +29,32 @@ from .keystore import KeptKey, Keystore, Secrets
 from .relay_client import RelayClient
 from .state import LocalState, NetworkRow
 
+log = logging.getLogger("comity.client")
+
 #: an encryption key published at enrollment is valid this long; watch/rotate renew it
 KEY_LIFETIME = 365 * DAY
+
+
+def fork_side(entry: dict | None) -> dict | None:
+    """What a user compares of one side of a fork: position, hash, kind, time, signers."""
+    if not isinstance(entry, dict):
+        return None
+    try:
+        digest = b64e(entry_hash(entry))
+    except KeysError:
+        digest = None
+    signers = []
+    for item in entry.get("signatures", []) if isinstance(entry.get("signatures"), list) else []:
+        try:
+            signers.append(format_fingerprint(IdentityPublicKey.from_b64(item["key"]).fingerprint()))
+        except (KeysError, KeyError, TypeError):
+            signers.append("?")
+    return {"seq": entry.get("seq"), "hash": digest, "kind": entry.get("kind"), "time": entry.get("time"),
+            "signers": signers}
+
+
+class LogBehind(ClientError):
+    """a message names a membership log entry the relay has not shown us yet"""
 
 
 def check_handle(handle: str) -> str:
@@ -49,6 +74,8 @@ class Core:
         self._relays: dict[str, RelayClient] = {}
         self._verifiers: dict[str, LogVerifier] = {}
         self.clock = time.time
+        #: warnings for the user gathered while working (the CLI prints them on stderr)
+        self.notices: list[str] = []
 
     def __repr__(self) -> str:
         return f"Comity({str(self.home)!r})"
@@ -108,6 +135,11 @@ class Core:
 
     def now(self) -> int:
         return int(self.clock())
+
+    def notice(self, text: str) -> None:
+        """Something the user must hear about that does not stop the command."""
+        log.warning("%s", text)
+        self.notices.append(text)
 
     @property
     def handle(self) -> str:
@@ -256,12 +288,29 @@ class Core:
                 verifier.append(entry)
             except LogError as exc:
                 self.state.add_log_entries(row.name, new)
+                if exc.reason == "fork":
+                    self._record_fork(row.name, verifier, entry)
+                    raise TrustError(
+                        f"the {row.name} log has forked: the relay serves an entry {entry.get('seq')} "
+                        "that does not extend the log this machine verified",
+                        hint=f"'comity network fork {row.name}' shows both sides; compare them with "
+                             "an administrator (docs/operations.md, 'A fork of the log')") from None
                 raise TrustError(
                     f"the relay served a {row.name} log entry that does not verify: {exc.message}",
                     hint="the relay may be compromised or the log forked; tell your administrator") from None
             new.append((entry["seq"], b64e(entry_hash(entry)), entry))
         if new:
             self.state.add_log_entries(row.name, new)
+
+    def _record_fork(self, network: str, verifier: LogVerifier, theirs: dict) -> None:
+        """Keep both sides of a fork for 'comity network fork' (client/forks.py)."""
+        seq = theirs.get("seq") if isinstance(theirs.get("seq"), int) else None
+        ours = next((e for e in self.state.log_entries(network) if e["seq"] == seq), None)
+        if ours is None and verifier.seq >= 0:
+            ours = next((e for e in self.state.log_entries(network) if e["seq"] == verifier.seq), None)
+        self.state.put("fork", network, "current", {
+            "seq": seq, "ours": fork_side(ours), "theirs": fork_side(theirs), "at": self.now()},
+            at=self.now())
 
     async def _sync_pending(self, row: NetworkRow, relay: RelayClient, verifier: LogVerifier) -> LogVerifier:
         """An enrollee becomes a member once an admin's add-member entry names its key."""
@@ -288,10 +337,11 @@ class Core:
             try:
                 return verifier.roster_at(seq)
             except LogError:
-                # We have just synced the log: a later entry is one the relay withholds
-                # from us, or one that does not exist. Either way our views have forked.
-                raise ForkError(f"the message names membership log entry {seq}, which the relay "
-                                "has not shown us", reason="fork") from None
+                # We have just synced the log: a later entry is one the relay withholds from
+                # us (or has not got yet), or one that does not exist. Retrying tells which; a
+                # real fork (another hash at a seq we hold) is ForkError from keys.envelope.
+                raise LogBehind(f"the message names membership log entry {seq}, which the relay "
+                                f"has not shown us (we hold up to {verifier.seq})") from None
         return lookup
 
     def member_of(self, verifier: LogVerifier, handle: str) -> Member:

@@ -13,19 +13,22 @@ from .errors import ClientError, NotFound
 
 class EvidenceMixin(Core):
 
-    async def export(self, message_id: str, out: Path, *, refresh: bool = True) -> dict:
+    async def export(self, message_id: str, out: Path, *, network: str | None = None,
+                     refresh: bool = True) -> dict:
         """Write the bundle of a message we sent; returns a summary.
 
         The bundle holds the signed payload (the message in clear), so it is
         written readable by its owner only; hand it on deliberately.
         """
-        found = self.state.find("message", message_id)
-        if found is None or found[1]["direction"] != "out":
-            raise NotFound(f"no sent message {message_id} here",
-                           hint="evidence bundles are exported by the sender of a message")
-        network, _ = found
+        try:
+            network, _ = self.stored_message(message_id, network, direction="out")
+        except NotFound as exc:
+            raise NotFound(exc.message, hint="evidence bundles are exported by the sender of a message") from None
+        if self.state.flags("message", network, message_id) != "out":
+            raise ClientError(f"message {message_id} was not accepted by the relay: there is no evidence "
+                              "to export yet", hint=f"'comity retry {message_id}' sends it again")
         if refresh:
-            await self.status(message_id)
+            await self.status(message_id, network=network)
         sent = self.state.get("message", network, message_id)
         row = self.network_row(network)
         bundle = make_bundle(network=network, message_id=message_id, relay_key=row.relay_key,

@@ -62,6 +62,10 @@ def error(message: str, hint: str | None = None) -> None:
         click.echo(f"hint: {clean(hint)}", err=True)
 
 
+def warning(message: str) -> None:
+    click.echo(f"warning: {clean(message)}", err=True)
+
+
 def table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
     if not rows:
         return

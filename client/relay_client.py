@@ -14,6 +14,7 @@ import aiohttp
 
 from keys.constants import MAX_MESSAGE_BYTES
 from keys.encoding import b64d, b64e, parse
+from keys.envelope import envelope_hash
 from keys.errors import KeysError
 from keys.identity import IdentityKey, IdentityPublicKey, format_fingerprint
 from keys.receipts import verify_relay_receipt
@@ -197,8 +198,9 @@ class RelayClient:
         answer = await self._authed(network, handle, "POST", f"/v1/networks/{network}/messages",
                                     json={"envelope": envelope})
         receipt = self.check_receipt(answer["receipt"])
-        if receipt["message_id"] != envelope["id"] or receipt["kind"] != "submission-accepted":
-            raise TrustError("the relay's receipt is for another message")
+        problem = receipt_mismatch(receipt, envelope, handle)
+        if problem:
+            raise TrustError(f"the relay's receipt does not match the message sent ({problem})")
         return receipt
 
     async def mailbox(self, network: str, handle: str, after: int) -> list[dict]:
@@ -278,6 +280,27 @@ class RelayClient:
         finally:
             response.release()
         return received
+
+
+def receipt_mismatch(receipt: dict, envelope: dict, sender: str) -> str | None:
+    """What in a verified ``submission-accepted`` receipt differs from the envelope we submitted.
+
+    The signature alone proves only that the relay said *something*: a receipt for another
+    envelope, other recipients or another network must not count as acceptance of ours.
+    """
+    if receipt["kind"] != "submission-accepted":
+        return f"it says {receipt['kind']}"
+    if receipt["message_id"] != envelope["id"]:
+        return "it names another message id"
+    if receipt["envelope_hash"] != b64e(envelope_hash(envelope)):
+        return "it names another envelope hash"
+    if receipt["network"] != envelope["network"]:
+        return "it names another network"
+    if receipt["sender"] != sender:
+        return "it names another sender"
+    if list(receipt["recipients"]) != list(envelope["recipients"]):
+        return "it names other recipients"
+    return None
 
 
 def _reason(exc: BaseException) -> str:

@@ -53,11 +53,16 @@ CREATE TABLE IF NOT EXISTS sealed (
     network TEXT NOT NULL,
     id TEXT NOT NULL,
     at INTEGER NOT NULL,
-    flags TEXT NOT NULL DEFAULT '',     -- non-secret index: 'in', 'out', 'quarantine'
+    flags TEXT NOT NULL DEFAULT '',     -- non-secret index: 'in', 'out', 'queued', 'quarantine', 'receipt'
     data BLOB NOT NULL,
     PRIMARY KEY (kind, network, id)
 );
 """
+#: added after the first release: the envelope hash of a stored message (b64), so that a second
+#: envelope under the same id is told apart from a replay without decrypting anything
+MIGRATIONS = (
+    ("sealed", "digest", "ALTER TABLE sealed ADD COLUMN digest TEXT NOT NULL DEFAULT ''"),
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,14 @@ class NetworkRow:
     status: str
     added_at: int
     mailbox_cursor: int
+
+
+class RowExists(ClientError):
+    """a stored record is never replaced"""
+
+
+class NotFoundRow(ClientError):
+    """no such stored record"""
 
 
 class LocalState:
@@ -84,6 +97,9 @@ class LocalState:
         conn.execute("PRAGMA synchronous=FULL")   # a stored message survives a crash before its ack
         self.db = sqlite_utils.Database(conn)
         conn.executescript(SCHEMA)
+        for table, column, statement in MIGRATIONS:
+            if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+                conn.execute(statement)
         self.blob_dir = home / BLOB_DIR
         self.blob_dir.mkdir(mode=0o700, exist_ok=True)
 
@@ -118,6 +134,12 @@ class LocalState:
         return [parse(r[0]) for r in self.db.execute(
             "SELECT entry FROM log_entries WHERE network = ? ORDER BY seq", [network])]
 
+    def log_head(self, network: str) -> dict | None:
+        """The newest verified entry's position and hash (what an administrator reads out)."""
+        found = self.db.execute("SELECT seq, hash FROM log_entries WHERE network = ? ORDER BY seq DESC "
+                                "LIMIT 1", [network]).fetchone()
+        return None if found is None else {"seq": found[0], "hash": found[1]}
+
     def add_log_entries(self, network: str, entries: list[tuple[int, str, dict]]) -> None:
         with self.transaction():
             self.db.conn.executemany(
@@ -144,12 +166,49 @@ class LocalState:
     def _aad(self, kind: str, network: str, row_id: str) -> bytes:
         return canonical(["comity/v1/local", kind, network, row_id])
 
-    def put(self, kind: str, network: str, row_id: str, value: Any, *, at: int, flags: str = "") -> None:
+    def _seal(self, kind: str, network: str, row_id: str, value: Any) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
-        data = nonce + sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        return nonce + sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
             canonical(value), self._aad(kind, network, row_id), nonce, self._key)
-        self.db.execute("INSERT OR REPLACE INTO sealed VALUES (?, ?, ?, ?, ?, ?)",
-                        [kind, network, row_id, at, flags, data])
+
+    def put(self, kind: str, network: str, row_id: str, value: Any, *, at: int, flags: str = "") -> None:
+        """Write a row, replacing any: for our own working state (outbox, invites, uploads), never
+        for messages (``insert`` / ``update``)."""
+        self.db.execute("INSERT OR REPLACE INTO sealed (kind, network, id, at, flags, data) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        [kind, network, row_id, at, flags, self._seal(kind, network, row_id, value)])
+
+    def insert(self, kind: str, network: str, row_id: str, value: Any, *, at: int, flags: str,
+               digest: str) -> None:
+        """Store a new row; raises ``RowExists`` rather than replace one (a relay that replays or
+        re-uses an id must never overwrite what we hold)."""
+        try:
+            self.db.execute("INSERT INTO sealed (kind, network, id, at, flags, data, digest) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [kind, network, row_id, at, flags, self._seal(kind, network, row_id, value),
+                             digest])
+        except sqlite3.IntegrityError:
+            raise RowExists(f"{kind} {row_id} is already stored in {network}") from None
+
+    def update(self, kind: str, network: str, row_id: str, value: Any, *, flags: str) -> None:
+        """Rewrite the content of a row we hold (the evidence of a sent message grows); its
+        digest, the hash of the envelope it is about, never changes."""
+        changed = self.db.execute("UPDATE sealed SET data = ?, flags = ? WHERE kind = ? AND network = ? "
+                                  "AND id = ?", [self._seal(kind, network, row_id, value), flags, kind,
+                                                 network, row_id]).rowcount
+        if changed != 1:
+            raise NotFoundRow(f"no {kind} {row_id} in {network} to update")
+
+    def digest(self, kind: str, network: str, row_id: str) -> str | None:
+        """The envelope hash stored with a row ('' for rows from before it was recorded)."""
+        found = self.db.execute("SELECT digest FROM sealed WHERE kind = ? AND network = ? AND id = ?",
+                                [kind, network, row_id]).fetchone()
+        return None if found is None else found[0]
+
+    def flags(self, kind: str, network: str, row_id: str) -> str | None:
+        found = self.db.execute("SELECT flags FROM sealed WHERE kind = ? AND network = ? AND id = ?",
+                                [kind, network, row_id]).fetchone()
+        return None if found is None else found[0]
 
     def _open(self, kind: str, network: str, row_id: str, data: bytes) -> Any:
         try:
@@ -168,11 +227,14 @@ class LocalState:
         return self.db.execute("SELECT 1 FROM sealed WHERE kind = ? AND network = ? AND id = ?",
                                [kind, network, row_id]).fetchone() is not None
 
-    def find(self, kind: str, row_id: str) -> tuple[str, Any] | None:
-        """A row by id in any network (message ids are unique across networks)."""
-        found = self.db.execute("SELECT network, data FROM sealed WHERE kind = ? AND id = ?",
-                                [kind, row_id]).fetchone()
-        return None if found is None else (found[0], self._open(kind, found[0], row_id, found[1]))
+    def find(self, kind: str, row_id: str, network: str | None = None) -> list[tuple[str, Any]]:
+        """Every row with this id, in ``network`` or in any: ids are chosen by senders, so two
+        networks may hold the same one, and the caller must say which it means."""
+        sql, args = "SELECT network, data FROM sealed WHERE kind = ? AND id = ?", [kind, row_id]
+        if network is not None:
+            sql, args = sql + " AND network = ?", args + [network]
+        return [(net, self._open(kind, net, row_id, data))
+                for net, data in self.db.execute(sql + " ORDER BY network", args).fetchall()]
 
     def rows(self, kind: str, network: str | None = None, flags: str | None = None
              ) -> Iterator[tuple[str, str, int, str, Any]]:

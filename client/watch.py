@@ -6,14 +6,17 @@ catch-up: collect what is waiting, verify, store, acknowledge, then run the
 ``--exec`` command once for each new message. Reconnection backs off
 exponentially up to ``MAX_BACKOFF``.
 
-Exactly once for ``--exec``: a message collected by the watcher is stored
-with ``exec: pending`` in the same transaction as the message itself; the
-command runs; only when it exits 0 is the row marked ``done``. A watcher
-killed before that runs the command again on restart; a command that fails is
-retried at the next catch-up. So a command runs at least once, and more than
-once only if the watcher dies in the instant between the command's exit and
-the database write. A stop (SIGTERM, Ctrl-C) waits for a command already
-started, so that it is marked done rather than run again at the next start.
+At most once for ``--exec``: a message collected by the watcher is stored
+with ``exec: pending`` in the same transaction as the message itself. Before
+the command starts, the row is marked ``running`` (synced to disk); when the
+command exits 0 it is marked ``done``. A command that exits non-zero said it
+did not do its work: it is marked ``pending`` again and retried at the next
+catch-up or idle tick. A watcher killed while a command ran cannot know
+whether it finished: at the next start the row is marked ``interrupted`` and
+reported, never run again. A replayed message is recognised before it is
+stored (client/intake.py), so it never gets a second ``pending``. A stop
+(SIGTERM, Ctrl-C) waits for a command already started, so that it is marked
+done rather than interrupted.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Watcher:
 
         ``stop`` (set by SIGTERM) ends it after the network being processed.
         """
+        self._report_interrupted()
         for name in self._networks():
             if stop is not None and stop.is_set():
                 break
@@ -65,6 +69,7 @@ class Watcher:
         names = self._networks()
         if not names:
             raise ClientError("you are not a member of any network yet")
+        self._report_interrupted()
         tasks = [asyncio.create_task(self._follow(name, stop)) for name in names]
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -143,16 +148,25 @@ class Watcher:
             await self._run_pending_execs()
             await self._maintain(network)
 
+    def _report_interrupted(self) -> None:
+        """Commands that were running when a watcher died: reported, never run a second time."""
+        for network, message_id, at, flags, record in list(self.client.state.rows("message", flags="in")):
+            if record.get("exec") == "running":
+                record["exec"] = "interrupted"
+                self.client.state.update("message", network, message_id, record, flags=flags)
+                self.say(f"--exec for {message_id} was interrupted by a stop or crash; it is not run "
+                         "again (check your case system)")
+
     async def _run_pending_execs(self) -> None:
         if self.exec_cmd is None:
             return
         for network, message_id, at, flags, record in list(self.client.state.rows("message", flags="in")):
             if record.get("exec") != "pending":
                 continue
-            run = asyncio.ensure_future(self._exec(network, message_id, at, flags, record))
+            run = asyncio.ensure_future(self._exec(network, message_id, flags, record))
             try:
                 # A stop (SIGTERM) lets a started command finish and be marked done: cancelled
-                # half-way, it would run again at the next start, a second time for one message.
+                # half-way, it would be left "running" and reported as interrupted.
                 status = await asyncio.shield(run)
             except asyncio.CancelledError:
                 await run
@@ -161,13 +175,15 @@ class Watcher:
                 self.say(f"--exec failed for {message_id} (exit status {status}); will retry")
                 return
 
-    async def _exec(self, network: str, message_id: str, at: int, flags: str, record: dict) -> int:
-        payload = json.dumps(self.client.read(message_id), ensure_ascii=False).encode("utf-8")
+    async def _exec(self, network: str, message_id: str, flags: str, record: dict) -> int:
+        payload = json.dumps(self.client.read(message_id, network=network),
+                             ensure_ascii=False).encode("utf-8")
+        record["exec"] = "running"            # on disk before the command can do anything
+        self.client.state.update("message", network, message_id, record, flags=flags)
         process = await asyncio.create_subprocess_shell(self.exec_cmd, stdin=asyncio.subprocess.PIPE)
         await process.communicate(payload)
-        if process.returncode == 0:
-            record["exec"] = "done"
-            self.client.state.put("message", network, message_id, record, at=at, flags=flags)
+        record["exec"] = "done" if process.returncode == 0 else "pending"
+        self.client.state.update("message", network, message_id, record, flags=flags)
         return process.returncode
 
     async def _maintain(self, network: str) -> None:

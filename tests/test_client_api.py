@@ -556,7 +556,7 @@ async def test_saved_attachment_names_cannot_escape_the_folder(people, tmp_path,
     source = write_file(tmp_path / "src" / "x.txt", b"payload")
     sent = await admin.send(NETWORK, ["bob.smith"], {"type": "request", "subject": "s"}, "b", [source])
     await bob.inbox()
-    _, record = bob.state.find("message", sent["id"])
+    [(_, record)] = bob.state.find("message", sent["id"])
     entry = {**record["signed_payload"]["payload"]["manifest"][0], "name": hostile}
     folder = tmp_path / "deep" / "inside" / "saved"
     before = set(tmp_path.rglob("*"))
@@ -665,21 +665,33 @@ async def test_a_dropped_connection_mid_upload_resumes_within_one_command(people
     assert Path(saved).read_bytes() == data
 
 
-async def test_an_altered_attachment_is_kept_aside_not_shown(people, relay, tmp_path):
+async def test_a_damaged_attachment_waits_for_a_retry_and_is_never_signed_rejected(people, relay, tmp_path):
+    """A transient fault (a damaged blob at the relay) is retried, not turned into a signed
+    rejection; once the blob is whole again, ``retry`` collects, verifies and acknowledges."""
     admin = await people.admin()
     bob = await people.join(admin, "bob.smith")
     source = write_file(tmp_path / "src" / "annex.bin", os.urandom(5000))
     sent = await admin.send(NETWORK, ["bob.smith"], {"type": "request", "subject": "s"}, "b", [source])
     blobs = [p for p in (relay.data_dir / "blobs").rglob("*") if p.is_file()]
     assert len(blobs) == 1
-    raw = bytearray(blobs[0].read_bytes())
+    good = blobs[0].read_bytes()
+    raw = bytearray(good)
     raw[100] ^= 0x01
     blobs[0].write_bytes(bytes(raw))
-    new = await bob.inbox()
-    assert [(m["id"], m["verified"]) for m in new] == [(sent["id"], False)]
-    assert new[0]["reason"] == "attachment-missing"
-    with pytest.raises(ClientError, match="failed verification"):
-        bob.read(sent["id"])
+    assert await bob.inbox() == []
+    assert any("attachment-unavailable" in n and "retried automatically" in n for n in bob.notices)
+    assert bob.state.find("message", sent["id"]) == []            # nothing stored, nothing signed
+    assert not list(bob.state.rows("outbox"))
+    [(_, waiting)] = bob.state.find("retry", sent["id"])
+    assert waiting["attempts"] == 1 and waiting["next_at"] > bob.now()
+    assert await bob.inbox() == []                                # backing off: not even fetched
+    assert bob.state.find("retry", sent["id"])[0][1]["attempts"] == 1
+    blobs[0].write_bytes(good)                                    # the relay repaired its disk
+    assert (await bob.retry(sent["id"]))["status"] == "collected"
+    assert bob.read(sent["id"])["verified"] is True
+    status = await admin.status(sent["id"])
+    assert status["recipients"]["bob.smith"]["acknowledged"] is not None
+    assert status["recipients"]["bob.smith"]["rejected"] is None
 
 
 # -- nothing in clear at rest -------------------------------------------------------------------
