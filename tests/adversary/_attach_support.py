@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,13 @@ def run_with_umask(member: Member, umask: int, *args: str) -> Result:
 
 def mode(path: Path) -> int:
     return os.lstat(path).st_mode & 0o777
+
+
+def run_with_file_limit(member: Member, max_file_bytes: int, *args: str) -> Result:
+    """A ``comity`` command that the kernel stops (SIGXFSZ) if it makes any file larger than
+    ``max_file_bytes``: how a test proves that nothing fills the disk, even for a moment."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+    done = subprocess.run(COMITY + list(args), capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          timeout=COMMAND_TIMEOUT, env=member.env(), preexec_fn=limit)
+    return Result(list(args), done.returncode, done.stdout, done.stderr)
