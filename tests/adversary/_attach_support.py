@@ -46,9 +46,9 @@ def make_network(relay_url: str, relay: RelayProcess, root: Path, handles: list[
 
 
 def send_with_names(sender: Member, to: str, files: list[Path], names: list[str],
-                    subject: str = "annexes") -> str:
+                    subject: str = "annexes", network: str = NETWORK) -> str:
     """Send ``files`` to ``to`` with the manifest naming them ``names``; returns the message id."""
-    args = ["send", "--network", NETWORK, "--to", to, "--subject", subject, "--body", "see annexes"]
+    args = ["send", "--network", network, "--to", to, "--subject", subject, "--body", "see annexes"]
     for path in files:
         args += ["--attach", str(path)]
     done = subprocess.run([sys.executable, "-c", _LYING_CLIENT, *args], capture_output=True, text=True,
