@@ -38,10 +38,12 @@ FLOOD = 2000
 FLOOD_BEFORE_MEMBER = 100
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
+@pytest.fixture(scope="module", params=[(), ("--workers", "2")], ids=["one-process", "two-workers"])
+def world(request, tmp_path_factory):
     root: Path = tmp_path_factory.mktemp("auth-flood")
-    relay = RelayProcess(root / "relay", root / "logs")
+    # Two workers share the database, where used challenges are remembered, and the secret
+    # that lets one worker check a challenge the other issued.
+    relay = RelayProcess(root / "relay", root / "logs", args=request.param)
     proxy = None
     try:
         proxy = RecordingProxy(relay.url)
