@@ -20,7 +20,6 @@ from .acks import RECEIPT_TYPE, AcksMixin
 from .core import LogBehind
 from .errors import (ClientError, NotAMember, NotFound, RelayRefused, RelayUnreachable, TrustError,
                      UsageError)
-from .state import RowExists
 
 #: progress callback factory: (label, total bytes) -> callable(new bytes)
 ProgressFactory = Callable[[str, int], Callable[[int], None]]

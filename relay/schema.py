@@ -170,8 +170,23 @@ CREATE TABLE auth_challenges (
 CREATE INDEX auth_challenges_expiry ON auth_challenges (expires_at);
 """
 
+_V4 = """
+-- Challenges are derived from a relay MAC and a time (relay/auth.py), not stored when issued:
+-- an anonymous flood of stored challenges locked members out. Only a challenge that a member's
+-- valid signature used is written down, so that it is used once; any worker can see it here.
+DROP TABLE auth_challenges;
+CREATE TABLE used_challenges (
+    network     TEXT NOT NULL,
+    handle      TEXT NOT NULL,
+    challenge   TEXT NOT NULL,          -- base64url, as sent
+    expires_at  INTEGER NOT NULL,       -- after this the challenge is refused by age anyway
+    PRIMARY KEY (network, handle, challenge)
+) WITHOUT ROWID;
+CREATE INDEX used_challenges_expiry ON used_challenges (expires_at);
+"""
+
 #: ``MIGRATIONS[i]`` upgrades a database from version ``i`` to ``i + 1``; append only
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 
 #: the version this release reads and writes
 SCHEMA_VERSION = len(MIGRATIONS)

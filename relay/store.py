@@ -31,13 +31,12 @@ from .store_types import (AuditEvent, BadCreationToken, Blob, BlobUnusable, Conf
                           EnrollmentExists, Enrollment, Expired, Forbidden, Gone, Invite, LogConflict,
                           LogEntry, MailboxItem, Message, MessageIdReused, MessageStatus, Network,
                           NetworkExists, NoBlob, NoInvite, NoMessage, NoNetwork, NotFound,
-                          RecipientStatus, StoredCounts, TooManyChallenges)
+                          RecipientStatus, StoredCounts)
 
 __all__ = [
     "Store", "StoreError", "Unavailable", "SchemaError", "NotFound", "NoNetwork", "NoMessage",
     "NoInvite", "NoBlob", "Conflict", "NetworkExists", "LogConflict", "MessageIdReused",
     "EnrollmentExists", "BlobUnusable", "Gone", "Forbidden", "BadCreationToken",
-    "TooManyChallenges",
     "Network", "LogEntry", "Invite", "Enrollment", "MailboxItem", "Message", "RecipientStatus",
     "MessageStatus", "Expired", "Blob", "AuditEvent", "StoredCounts",
 ]
@@ -74,18 +73,6 @@ def _consume_token(db, network: str, token_hash: str, now: int) -> bool:
     cur = db.execute("DELETE FROM creation_tokens WHERE network = ? AND token_hash = ? "
                      "AND expires_at > ?", [network, token_hash, now])
     return cur.rowcount == 1
-
-
-def _add_challenge(db, network, handle, challenge, expires_at, per_member, total) -> None:
-    mine = db.execute("SELECT count(*) FROM auth_challenges WHERE network = ? AND handle = ?",
-                      [network, handle]).fetchone()[0]
-    if mine >= per_member:
-        raise TooManyChallenges(f"{handle} has {mine} challenges outstanding: use one, or wait "
-                                "for them to expire")
-    if db.execute("SELECT count(*) FROM auth_challenges").fetchone()[0] >= total:
-        raise TooManyChallenges("too many challenges outstanding: retry shortly")
-    db.execute("INSERT INTO auth_challenges (network, handle, challenge, expires_at) "
-               "VALUES (?, ?, ?, ?)", [network, handle, challenge, expires_at])
 
 
 def _create_network(db, name, genesis_hash, genesis_entry, created_at, token_hash) -> Network:
@@ -425,28 +412,30 @@ class Store:
         return await self.db.write(lambda db: db.execute(
             "DELETE FROM creation_tokens WHERE expires_at <= ?", [now]).rowcount)
 
-    # authentication challenges
+    # authentication challenges used by a valid signature
 
-    async def add_challenge(self, network: str, handle: str, challenge: str, expires_at: int,
-                            *, per_member: int, total: int) -> None:
-        """Remember a challenge until ``expires_at``. Raises TooManyChallenges when
-        ``handle`` already has ``per_member`` outstanding or the relay ``total``."""
-        return await self.db.write(_add_challenge, network, handle, challenge, expires_at,
-                                   per_member, total)
-
-    async def take_challenge(self, network: str, handle: str, challenge: str, now: int) -> bool:
-        """Delete the challenge; True if it existed and had not expired (one use either way)."""
+    async def use_challenge(self, network: str, handle: str, challenge: str,
+                            expires_at: int) -> bool:
+        """Record that a member's valid signature used ``challenge``; False if it was already
+        (a replay). Kept until ``expires_at``: after that the challenge is refused by age."""
         def op(db):
-            row = db.execute("DELETE FROM auth_challenges WHERE network = ? AND handle = ? "
-                             "AND challenge = ? RETURNING expires_at",
-                             [network, handle, challenge]).fetchone()
-            return row is not None and row[0] >= now
+            # The primary key makes this atomic across workers: of two redemptions, one inserts.
+            return db.execute("INSERT OR IGNORE INTO used_challenges (network, handle, challenge, "
+                              "expires_at) VALUES (?, ?, ?, ?)",
+                              [network, handle, challenge, expires_at]).rowcount == 1
         return await self.db.write(op)
 
-    async def expire_challenges(self, now: int) -> int:
-        """Delete expired challenges; return how many."""
+    async def challenge_used(self, network: str, handle: str, challenge: str) -> bool:
+        """Whether a valid signature already used ``challenge`` (a read; ``use_challenge``
+        is what decides a race)."""
+        return await self.db.read(lambda db: db.execute(
+            "SELECT 1 FROM used_challenges WHERE network = ? AND handle = ? AND challenge = ?",
+            [network, handle, challenge]).fetchone() is not None)
+
+    async def expire_used_challenges(self, now: int) -> int:
+        """Forget used challenges that expired before ``now``; return how many."""
         return await self.db.write(lambda db: db.execute(
-            "DELETE FROM auth_challenges WHERE expires_at < ?", [now]).rowcount)
+            "DELETE FROM used_challenges WHERE expires_at < ?", [now]).rowcount)
 
     # networks and the membership log
 

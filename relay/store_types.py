@@ -38,12 +38,6 @@ class NoBlob(NotFound):
     code = "no-blob"
 
 
-class TooManyChallenges(StoreError):
-    """too many authentication challenges outstanding"""
-    code = "rate-limited"
-    headers = {"Retry-After": "5"}
-
-
 class Conflict(StoreError):
     """the request conflicts with what is stored"""
     code = "conflict"

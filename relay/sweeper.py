@@ -1,4 +1,4 @@
-"""The background sweep: retention, expired invites, orphan blobs, expired challenges.
+"""The background sweep: retention, expired invites, orphan blobs, used challenges past expiry.
 
 Runs every ``SWEEP_INTERVAL``. Each step is idempotent and crash-safe: the
 store marks rows before files are deleted, so a sweep cut short by a crash is
@@ -54,7 +54,7 @@ async def sweep_once(relay) -> dict:
             relay.blob_pieces.pop(blob.blob_id, None)
         done["blobs"] += await relay.store.delete_blob_rows(b.blob_id for b in claimed)
     await relay.store.expire_creation_tokens(now)
-    await relay.store.expire_challenges(now)
+    await relay.store.expire_used_challenges(now)
     return done
 
 

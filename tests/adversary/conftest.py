@@ -18,7 +18,9 @@ that answers wins, then every matching ``rewrite`` rule sees the answer in turn.
 ``mal.seen`` lists ``(method, path, status)`` of every request answered.
 
 ``build_network`` makes a network through the real ``comity`` commands, every
-member pointed at the proxy.
+member pointed at the proxy. The ``world`` fixture does it once per test module
+(members: the module's ``PEOPLE`` list, default alice and bob; the administrator
+is ``secretariat``; the network ``refco``) and drops every rule after each test.
 """
 
 from __future__ import annotations
@@ -235,6 +237,31 @@ def build_network(mal: MaliciousRelay, root: Path, admin_handle: str, handles: l
         admin.run("approve", "--network", network, handle)
         members[handle] = member
     return members
+
+
+@dataclass
+class World:
+    mal: MaliciousRelay
+    people: dict[str, Member]
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def _module_world(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    mal = MaliciousRelay(root / "relay-side")
+    try:
+        handles = list(getattr(request.module, "PEOPLE", ["alice", "bob"]))
+        yield World(mal, build_network(mal, root, "secretariat", handles), root)
+    finally:
+        mal.close()
+
+
+@pytest.fixture
+def world(_module_world):
+    """One network on a malicious relay per test module; the relay is honest again after each test."""
+    yield _module_world
+    _module_world.mal.clear()
 
 
 @pytest.fixture
