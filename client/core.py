@@ -288,7 +288,7 @@ class Core:
                 verifier.append(entry)
             except LogError as exc:
                 self.state.add_log_entries(row.name, new)
-                if exc.reason == "fork":
+                if exc.reason == "fork" and entry.get("seq") != 0:   # another genesis: another network
                     self._record_fork(row.name, verifier, entry)
                     raise TrustError(
                         f"the {row.name} log has forked: the relay serves an entry {entry.get('seq')} "
