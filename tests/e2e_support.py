@@ -333,6 +333,14 @@ def invite(admin: Member, network: str, handle: str, *options: str) -> str:
     return lines[0]
 
 
+def approve(admin: Member, network: str, member: Member, *options: str) -> Result:
+    """``comity approve`` with the fingerprint ``member`` reads out (from its own ``whoami``),
+    as an administrator approves after comparing it out of band."""
+    fingerprint = member.json("whoami")["fingerprint"]
+    return admin.run("approve", "--network", network, member.handle, "--fingerprint", fingerprint,
+                     *options)
+
+
 def assert_one_error(result: Result, status: int = 1, *, contains: str = "") -> str:
     """``error: ...`` alone on stderr (maybe then one ``hint: ...``), no traceback, exit ``status``."""
     lines = result.error_lines()
