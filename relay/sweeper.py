@@ -20,7 +20,7 @@ log = logging.getLogger("comity.relay")
 
 async def sweep_once(relay) -> dict:
     now = relay.now()
-    done = {"not_collected": 0, "invites": 0, "rotations": 0, "blobs": 0}
+    done = {"not_collected": 0, "invites": 0, "blobs": 0}
     retention = {}
     for network in await relay.store.list_networks():
         state = await relay.network(network.name)
@@ -45,7 +45,7 @@ async def sweep_once(relay) -> dict:
             relay.hub.publish(item.network, message.sender, {"type": "status", "id": item.message_id})
             done["not_collected"] += 1
     done["invites"] = len(await relay.store.expire_invites(now))
-    done["rotations"] = await relay.store.expire_pending_rotations(now - PENDING_ROTATION_TTL)
+    await relay.store.expire_pending_rotations(now - PENDING_ROTATION_TTL)
     while True:
         claimed = await relay.store.claim_orphan_blobs(now - ORPHAN_BLOB_TTL)
         if not claimed:
