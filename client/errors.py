@@ -74,3 +74,11 @@ class NotAMember(ClientError):
 
 class NotFound(ClientError):
     """not found"""
+
+
+class NothingWaiting(ClientError):
+    """nothing is waiting for approval"""
+
+
+class FingerprintMismatch(ClientError):
+    """the fingerprint given is not the one waiting: nothing was signed"""

@@ -11,7 +11,9 @@ from keys.invite import Invite, check_relay_url, make_enrollment_request, verify
 from keys.log import default_policy, entry_hash, make_entry, make_genesis, member_record
 
 from .core import Core, check_handle
-from .errors import ClientError, NotAMember, RelayMismatch, UsageError
+from .errors import (ClientError, FingerprintMismatch, NotAMember, NothingWaiting, RelayMismatch,
+                     UsageError)
+from .pending_rotations import normalise_fingerprint
 from .state import NetworkRow
 
 
@@ -136,8 +138,32 @@ class NetworksMixin(Core):
                                             (local or {}).get("country", ""), fp, verified, problem))
         return result
 
-    async def approve(self, network: str, handle: str) -> dict:
-        """Check the enrollee's MAC against our invite and sign its add-member entry."""
+    async def enrollment_waiting(self, network: str, handle: str) -> str:
+        """The fingerprint of ``handle``'s enrollment, checked against our invite (to show an
+        administrator before it approves)."""
+        return format_fingerprint((await self._checked_enrollment(network, handle))[3].fingerprint())
+
+    async def approve(self, network: str, handle: str, *, fingerprint: str) -> dict:
+        """Check the enrollee's MAC against our invite and that its identity key has
+        ``fingerprint`` (the one the enrollee read out of band), then sign its add-member
+        entry. A different fingerprint is FingerprintMismatch, and nothing is signed."""
+        wanted = normalise_fingerprint(fingerprint)
+        relay, verifier, local, identity, item = await self._checked_enrollment(network, handle)
+        if format_fingerprint(identity.fingerprint()) != wanted:
+            raise FingerprintMismatch(
+                f"{handle}'s enrollment does not have fingerprint {wanted}: nothing was signed",
+                hint=f"compare the fingerprint with {handle} again; 'comity pending --network "
+                     f"{network}' shows the one waiting")
+        invite = Invite.from_code(local["code"])
+        record = member_record(identity, item["request"]["encryption_key"], handle=handle,
+                               name=local["name"], country=local["country"],
+                               organisation=local["organisation"], role=invite.role)
+        await self._append(network, relay, verifier, "add-member", {"member": record})
+        self.state.delete("invite", network, handle)
+        return {"handle": handle, "fingerprint": format_fingerprint(identity.fingerprint()),
+                "role": invite.role}
+
+    async def _checked_enrollment(self, network: str, handle: str):
         row, relay, verifier = await self.connect(network)
         self._require_admin(verifier, network)
         local = self.state.get("invite", network, handle)
@@ -147,19 +173,13 @@ class NetworksMixin(Core):
         invite = Invite.from_code(local["code"])
         item = next((e for e in await relay.enrollments(network, self.handle) if e["handle"] == handle), None)
         if item is None:
-            raise ClientError(f"{handle} has not enrolled yet (or the invite expired)")
+            raise NothingWaiting(f"{handle} has not enrolled yet (or the invite expired)")
         try:
             identity, _ = verify_enrollment_request(item["request"], invite)
         except InviteError as exc:
             raise ClientError(f"refusing {handle}: {exc.message}",
                               hint="the keys may have been substituted; make a new invite") from None
-        record = member_record(identity, item["request"]["encryption_key"], handle=handle,
-                               name=local["name"], country=local["country"],
-                               organisation=local["organisation"], role=invite.role)
-        await self._append(network, relay, verifier, "add-member", {"member": record})
-        self.state.delete("invite", network, handle)
-        return {"handle": handle, "fingerprint": format_fingerprint(identity.fingerprint()),
-                "role": invite.role}
+        return relay, verifier, local, identity, item
 
     async def remove(self, network: str, handle: str) -> dict:
         row, relay, verifier = await self.connect(network)

@@ -106,6 +106,17 @@ class LogVerifier:
         change = rule(self, seq, entry["time"], entry["body"], signers)
         self._commit(seq, digest, entry["time"], change)
 
+    def check_rotation_request(self, entry: dict) -> IdentityPublicKey:
+        """Check a ``rotate-identity-key`` entry still waiting for an admin's signature, as the
+        next entry, and return its new identity key. Every rule of ``append`` holds except
+        that the admin's signature may be missing; nothing changes."""
+        if not isinstance(entry, dict) or entry.get("kind") != "rotate-identity-key":
+            raise _bad("a rotation request is a rotate-identity-key entry")
+        seq, _, signers = self._check_frame(entry)
+        change = self._rotate_identity_key(seq, entry["time"], entry["body"], signers,
+                                           admin_to_come=True)
+        return change.member.identity_key
+
     def _check_frame(self, entry: Any) -> tuple[int, bytes, Signers]:
         """Shape, chain, time and signatures: every rule that does not depend on the kind."""
         _fields(entry, ENTRY_FIELDS, "log entry")
@@ -270,7 +281,8 @@ class LogVerifier:
         version, key, not_after = _key_record(body["encryption_key"], member.identity_key, time)
         return _Change(member=_with_key(member, version, key, not_after))
 
-    def _rotate_identity_key(self, seq: int, time: int, body: dict, signers: Signers) -> _Change:
+    def _rotate_identity_key(self, seq: int, time: int, body: dict, signers: Signers, *,
+                             admin_to_come: bool = False) -> _Change:
         _fields(body, {"handle", "identity_key", "encryption_key"}, "rotate-identity-key body")
         member = self._target(body["handle"])
         new = _identity(body["identity_key"])
@@ -278,7 +290,8 @@ class LogVerifier:
             raise _refuse("duplicate-key", "the new identity key is, or was, a member's key: "
                           "generate a fresh one")
         # An admin rotating its own key needs no second admin: it already holds that power.
-        admin_signed = member.is_admin
+        # A request (check_rotation_request) is checked before an admin countersigns it.
+        admin_signed = member.is_admin or admin_to_come
         for key in [k for k in signers if k not in (member.identity_key, new)]:
             other = self._signer(key)
             if not other.is_admin:

@@ -21,7 +21,12 @@ CHALLENGE_TTL = 2 * MINUTE
 TOKEN_TTL = 15 * MINUTE
 INVITE_TTL = 14 * DAY
 ORPHAN_BLOB_TTL = 1 * DAY
-#: how often the relay sweeps expired envelopes, invites and orphan blobs
+#: identity rotations one member may have waiting at once: a retry or two, and room for a
+#: competing request to show up as a conflict; when full the next one is refused, never swapped in
+MAX_PENDING_ROTATIONS_PER_MEMBER = 4
+#: a rotation nobody approved within this long is dropped; the member signs again
+PENDING_ROTATION_TTL = 7 * DAY
+#: how often the relay sweeps expired envelopes, invites, rotations and orphan blobs
 SWEEP_INTERVAL = 60 * SECOND
 
 #: per-member request budget: RATE_BURST requests, refilled at RATE_PER_SECOND

@@ -185,8 +185,28 @@ CREATE TABLE used_challenges (
 CREATE INDEX used_challenges_expiry ON used_challenges (expires_at);
 """
 
+_V5 = """
+-- Every identity rotation waiting for an administrator, no longer one per member: a later
+-- request (perhaps by a thief holding the old key) must not replace the member's own, and
+-- competing requests must be visible. The rows of version 3 are dropped, not carried over:
+-- any of them may be such a replacement, and SQLite cannot compute their ids; members run
+-- 'comity rotate --identity' again (their client kept the new key).
+DROP TABLE pending_rotations;
+CREATE TABLE pending_rotations (
+    network       TEXT NOT NULL REFERENCES networks (name),
+    rotation_id   TEXT NOT NULL,        -- base64url SHA-256 of the entry as received (its entry hash)
+    handle        TEXT NOT NULL,
+    seq           INTEGER NOT NULL,     -- the log position it was signed for: stale once the log has it
+    entry         TEXT NOT NULL,        -- the partly signed rotate-identity-key entry, as received
+    submitted_at  INTEGER NOT NULL,
+    PRIMARY KEY (network, rotation_id)
+) WITHOUT ROWID;
+CREATE INDEX pending_rotations_by_member ON pending_rotations (network, handle, seq);
+CREATE INDEX pending_rotations_by_age ON pending_rotations (submitted_at);
+"""
+
 #: ``MIGRATIONS[i]`` upgrades a database from version ``i`` to ``i + 1``; append only
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 
 #: the version this release reads and writes
 SCHEMA_VERSION = len(MIGRATIONS)

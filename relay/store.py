@@ -14,8 +14,9 @@ seconds chosen by the caller, so tests and sweeps control the clock.
 Refusals raise a ``StoreError`` subclass whose ``code`` is a wire error code
 of relay/errors.py, so the HTTP layer maps them in one place with
 ``RelayError(exc.code, exc.message)``. A ``ValueError`` means the caller broke
-the contract (a bug, not a client error). Row types and refusals are in relay/store_types.py. Tables and the durability argument:
-docs/relay-storage.md.
+the contract (a bug, not a client error). Row types and refusals are in relay/store_types.py;
+pending identity rotations in relay/store_rotations.py (mixed in). Tables and the durability
+argument: docs/relay-storage.md.
 """
 
 from __future__ import annotations
@@ -27,18 +28,20 @@ import sqlite3
 from typing import Callable, Iterable, Mapping
 
 from .db import Database, SchemaError, StoreError, Unavailable
+from .store_rotations import RotationStore, forget_stale_rotations
 from .store_types import (AuditEvent, BadCreationToken, Blob, BlobUnusable, Conflict,  # noqa: F401
                           EnrollmentExists, Enrollment, Expired, Forbidden, Gone, Invite, LogConflict,
                           LogEntry, MailboxItem, Message, MessageIdReused, MessageStatus, Network,
                           NetworkExists, NoBlob, NoInvite, NoMessage, NoNetwork, NotFound,
-                          RecipientStatus, StoredCounts)
+                          PendingRotation, RecipientStatus, StoredCounts, TooManyRotations)
 
 __all__ = [
     "Store", "StoreError", "Unavailable", "SchemaError", "NotFound", "NoNetwork", "NoMessage",
     "NoInvite", "NoBlob", "Conflict", "NetworkExists", "LogConflict", "MessageIdReused",
     "EnrollmentExists", "BlobUnusable", "Gone", "Forbidden", "BadCreationToken",
+    "TooManyRotations",
     "Network", "LogEntry", "Invite", "Enrollment", "MailboxItem", "Message", "RecipientStatus",
-    "MessageStatus", "Expired", "Blob", "AuditEvent", "StoredCounts",
+    "MessageStatus", "Expired", "Blob", "AuditEvent", "StoredCounts", "PendingRotation",
 ]
 
 #: page size when the caller gives none; handlers clamp pages to relay.constants limits
@@ -103,6 +106,8 @@ def _append_log_entry(db, network, seq, entry_hash, entry) -> LogEntry:
                           head_seq=head.seq)
     db.execute("INSERT INTO log_entries (network, seq, entry_hash, entry) VALUES (?, ?, ?, ?)",
                [network, seq, entry_hash, entry])
+    # In the same transaction: no rotation signed for this position can be listed afterwards.
+    forget_stale_rotations(db, network, seq)
     return LogEntry(seq, entry_hash, entry)
 
 
@@ -380,7 +385,7 @@ def _rows(db, sql, params, make):
 
 # -- the interface --------------------------------------------------------------------------------
 
-class Store:
+class Store(RotationStore):
     """All relay state. Open with ``await Store.open(path)``; close with ``await store.close()``."""
 
     def __init__(self, db: Database):
@@ -711,23 +716,6 @@ class Store:
         ids = list(blob_ids)
         return await self.db.write(lambda db: db.conn.executemany(
             "DELETE FROM blobs WHERE blob_id = ? AND deleting = 1", [(i,) for i in ids]).rowcount)
-
-    # pending identity rotations
-
-    async def put_pending_rotation(self, network: str, handle: str, entry: str, at: int) -> None:
-        """Keep ``handle``'s partly signed identity rotation (replacing an older one)."""
-        await self.db.write(lambda db: db.execute(
-            "INSERT OR REPLACE INTO pending_rotations VALUES (?, ?, ?, ?)", [network, handle, entry, at]))
-
-    async def pending_rotations(self, network: str) -> list[tuple[str, str, int]]:
-        """``(handle, entry JSON, submitted_at)`` of every rotation waiting for an admin."""
-        return await self.db.read(lambda db: [tuple(r) for r in db.execute(
-            "SELECT handle, entry, submitted_at FROM pending_rotations WHERE network = ? ORDER BY handle",
-            [network]).fetchall()])
-
-    async def delete_pending_rotation(self, network: str, handle: str) -> None:
-        await self.db.write(lambda db: db.execute(
-            "DELETE FROM pending_rotations WHERE network = ? AND handle = ?", [network, handle]))
 
     # audit and metrics
 

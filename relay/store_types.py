@@ -68,6 +68,11 @@ class EnrollmentExists(Conflict):
     code = "conflict"
 
 
+class TooManyRotations(Conflict):
+    """too many identity rotations of this member are waiting"""
+    code = "too-many-rotations"
+
+
 class BlobUnusable(Conflict):
     """the blob is incomplete, not yours, or already attached to another message"""
     code = "blob-in-use"
@@ -114,6 +119,14 @@ class Invite(NamedTuple):
 class Enrollment(NamedTuple):
     invite: Invite
     request: str                    # the request JSON exactly as submitted
+    submitted_at: int
+
+
+class PendingRotation(NamedTuple):
+    rotation_id: str                # base64url entry hash of the entry as received
+    handle: str
+    seq: int                        # the log position it was signed for
+    entry: str                      # the partly signed entry JSON exactly as received
     submitted_at: int
 
 

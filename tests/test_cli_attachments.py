@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from .adversary._attach_support import (NETWORK, make_network, mode, run_with_umask,
+from .adversary._attach_support import (NETWORK, mode, run_with_umask,
                                         send_with_names)
-from .e2e_support import Member, RelayProcess, assert_one_error
+from .e2e_support import Member, RelayProcess, assert_one_error, make_network
 
 #: a command that would loop forever (the bug this file guards against) is cut off after this
 SAVE_TIMEOUT = 60.0
@@ -31,7 +31,7 @@ def net(tmp_path_factory):
     root = tmp_path_factory.mktemp("attach")
     relay = RelayProcess(root / "relay", root / "logs")
     try:
-        members = make_network(relay.url, relay, root, ["alice", "bob", "carol", "dave"])
+        members = make_network(relay.url, relay, root, ["alice", "bob", "carol", "dave"], network=NETWORK)
         yield root, relay, members
     finally:
         relay.stop()

@@ -14,8 +14,8 @@ import pytest
 
 from client.cmd_messages import BODY_RULE
 
-from .adversary._attach_support import NETWORK, make_network
-from .e2e_support import RelayProcess
+from .adversary._attach_support import NETWORK
+from .e2e_support import RelayProcess, make_network
 
 SUBJECT = "Cafe\u0301 report\u200b"                     # decomposed é, a zero-width space
 BODY = ("Dear colleague,\n"
@@ -30,7 +30,7 @@ def sent(tmp_path_factory):
     root = tmp_path_factory.mktemp("read")
     relay = RelayProcess(root / "relay", root / "logs")
     try:
-        members = make_network(relay.url, relay, root, ["alice", "bob"])
+        members = make_network(relay.url, relay, root, ["alice", "bob"], network=NETWORK)
         body = root / "body.txt"
         body.write_text(BODY, encoding="utf-8")
         message_id = members["alice"].run("send", "--network", NETWORK, "--to", "bob", "--subject",

@@ -48,8 +48,8 @@ async def members(tmp_path):
     await ana.create_network(NETWORK, url, "t" * 24)
     for handle in ("bob", "carol"):
         person = people[handle] = Comity.at(tmp_path / handle)
-        await person.enroll(await ana.invite(NETWORK, handle), PASSPHRASE)
-        await ana.approve(NETWORK, handle)
+        enrolled = await person.enroll(await ana.invite(NETWORK, handle), PASSPHRASE)
+        await ana.approve(NETWORK, handle, fingerprint=enrolled["fingerprint"])
     people["_app"] = app
     yield people
     for key, person in people.items():
@@ -154,7 +154,7 @@ async def test_identity_rotation_needs_an_admin(members):
     pending = await bob.rotate_identity(NETWORK)
     assert pending["status"] == "pending"
     assert {m["handle"]: m["fingerprint"] for m in await ana.members(NETWORK)}["bob"] == old
-    approved = await ana.approve_rotation(NETWORK, "bob")
+    approved = await ana.approve_rotation(NETWORK, "bob", fingerprint=pending["fingerprint"])
     assert approved["fingerprint"] == pending["fingerprint"] != old
     sent = await ana.send(NETWORK, ["bob"], {"type": "request", "subject": "new key"}, "z")
     assert [m["verified"] for m in await bob.inbox()] == [True]

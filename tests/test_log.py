@@ -190,6 +190,26 @@ def test_wrong_signer():
     refused(s, "wrong-signer")
 
 
+def test_a_rotation_request_is_checked_without_the_admin_signature():
+    s = base(); s.rotate_identity("bob")        # signed by bob's old and new keys only
+    verifier = verified(s, upto=-1)
+    before = state(verifier)
+    assert verifier.check_rotation_request(s.entries[-1]) == s.keys["bob"].public
+    assert state(verifier) == before            # a check, not an append
+    s = base(); s.rotate_identity("bob", new_signs=False)
+    with pytest.raises(LogError) as info:
+        verified(s, upto=-1).check_rotation_request(s.entries[-1])
+    assert info.value.reason == "wrong-signer"  # the new key must still prove possession
+    s = base(); stale = s.rotate_identity("bob"); s.entries.pop(); s.set_policy()
+    verifier = verified(s)
+    with pytest.raises(LogError) as info:
+        verifier.check_rotation_request(stale)
+    assert info.value.reason == "fork"          # it no longer follows the head
+    with pytest.raises(LogError) as info:
+        verifier.check_rotation_request(s.entries[-1])
+    assert info.value.reason == "bad-entry"     # not a rotation at all
+
+
 def test_an_admin_rotates_its_identity_without_a_second_admin():
     s = base()
     s.rotate_identity("alice")

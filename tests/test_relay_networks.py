@@ -15,7 +15,7 @@ import pytest
 from keys.constants import DAY, HOUR
 from keys.encoding import b64e
 from keys.hpke import EncryptionKey, make_key_record
-from keys.log import default_policy, make_genesis, member_record
+from keys.log import default_policy, entry_hash, make_genesis, member_record
 from relay.constants import MAX_LOG_PAGE
 from tests.relay_helpers import Member, create_network, relay  # noqa: F401  (fixture)
 
@@ -375,11 +375,13 @@ async def test_identity_rotation_waits_for_an_admin(relay):
     bob = await network.add_member("bob")
     new, entry = rotation(network, bob)
     reply = await relay.post(network.path + "/rotations", {"entry": entry}, member=bob)
-    assert (reply.status, reply.json()) == (202, {"status": "pending"})
+    assert (reply.status, reply.json()) == (202, {"status": "pending",
+                                                  "id": b64e(entry_hash(entry))})
     assert (await relay.get(network.path + "/rotations", member=bob)).error == "not-an-admin"
 
     listed = (await relay.get(network.path + "/rotations", member=network.admin)).json()
-    assert [(r["handle"], r["entry"]) for r in listed["rotations"]] == [("bob", entry)]
+    assert [(r["id"], r["handle"], r["entry"]) for r in listed["rotations"]] == [
+        (b64e(entry_hash(entry)), "bob", entry)]
     ana = network.admin
     signatures = entry["signatures"] + [{"key": ana.identity.public.b64(),
                                          "sig": ana.identity.sign_b64(ENTRY_PURPOSE,

@@ -105,7 +105,5 @@ async def _after_append(relay, state: NetworkState, entry: dict, by: str) -> Non
     if kind == "add-member":
         # The invite for that handle has been answered.
         await relay.store.delete_invites_for_handle(state.name, handle)
-    if kind == "rotate-identity-key":
-        await relay.store.delete_pending_rotation(state.name, handle)
     if kind in ("remove-member", "rotate-identity-key"):
         relay.hub.publish(state.name, handle, {"type": "revoked"})

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..e2e_support import COMITY, COMMAND_TIMEOUT, Member, RelayProcess, Result, invite
+from ..e2e_support import COMITY, COMMAND_TIMEOUT, Member, Result
 
 NETWORK = "attachnet"
 
@@ -30,19 +30,6 @@ client.attachments.disk_name = lambda name: names.pop(0)
 from client.cli import main
 main()
 """
-
-
-def make_network(relay_url: str, relay: RelayProcess, root: Path, handles: list[str]) -> dict[str, Member]:
-    """``secretariat`` creates NETWORK at ``relay_url`` and admits ``handles``, all through the CLI."""
-    admin = Member("secretariat", root / "homes" / "secretariat")
-    admin.run("network", "create", NETWORK, "--relay", relay_url, "--token", relay.token(NETWORK),
-              "--handle", admin.handle)
-    members = {admin.handle: admin}
-    for handle in handles:
-        member = members[handle] = Member(handle, root / "homes" / handle)
-        member.run("enroll", invite(admin, NETWORK, handle))
-        admin.run("approve", "--network", NETWORK, handle)
-    return members
 
 
 def send_with_names(sender: Member, to: str, files: list[Path], names: list[str],

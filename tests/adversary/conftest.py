@@ -41,7 +41,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from keys.identity import IdentityKey
 from relay.relaykey import load_relay_key
 
-from ..e2e_support import Member, RelayProcess
+from ..e2e_support import Member, RelayProcess, make_network
 
 #: headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the ones aiohttp sets
 _HOP_HEADERS = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
@@ -223,20 +223,8 @@ class MaliciousRelay:
 
 def build_network(mal: MaliciousRelay, root: Path, admin_handle: str, handles: list[str],
                   network: str = "refco") -> dict[str, Member]:
-    """A network on the malicious relay, made with the real commands: the administrator creates it
-    and invites, each member enrolls from its own COMITY_HOME, the administrator approves."""
-    homes = root / "homes"
-    admin = Member(admin_handle, homes / admin_handle)
-    admin.run("network", "create", network, "--relay", mal.url, "--token", mal.relay.token(network),
-              "--handle", admin_handle)
-    members = {admin_handle: admin}
-    for handle in handles:
-        member = Member(handle, homes / handle)
-        code = admin.run("invite", "--network", network, "--handle", handle).stdout.strip()
-        member.run("enroll", code)
-        admin.run("approve", "--network", network, handle)
-        members[handle] = member
-    return members
+    """A network on the malicious relay, every member pointed at the proxy (e2e_support.make_network)."""
+    return make_network(mal.url, mal.relay, root, handles, admin_handle=admin_handle, network=network)
 
 
 @dataclass

@@ -18,7 +18,6 @@ DIR/invoice.pdf.exe``; ``--json`` gives the name as sent and ``saved_to``.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from ._attach_support import send_with_names
 from .conftest import build_network

@@ -27,7 +27,7 @@ from client.api import Comity
 from keys import envelope as env
 from keys.encoding import b64d, b64e
 
-from ..e2e_support import PASSPHRASE, Member, assert_one_error, base_env
+from ..e2e_support import PASSPHRASE, Member, approve, assert_one_error, base_env
 from .conftest import MaliciousRelay
 
 NETWORK = "refco"
@@ -143,7 +143,7 @@ def test_an_id_reused_in_another_network_is_kept_apart_and_lookups_ask_which(wor
             "--handle", "bob")
     code = bob.run("invite", "--network", "iberred", "--handle", "alice").stdout.strip()
     alice.run("enroll", code)
-    bob.run("approve", "--network", "iberred", "alice")
+    approve(bob, "iberred", alice)
 
     async def reuse_the_id() -> None:
         os.environ.update({k: v for k, v in base_env().items() if k == "COMITY_INSECURE_FAST_KDF"})
