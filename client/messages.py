@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from keys import envelope as env
+from keys.encoding import b64e
 from keys.errors import DecryptionError, EnvelopeError, KeysError
 
 from . import attachments
@@ -44,13 +45,15 @@ class MessagesMixin(AcksMixin):
                 self.state, relay, network, self.handle, path, self.now(),
                 progress(path.name, attachments.ciphertext_size(size))))
         try:
-            envelope, signed = env.seal(self.identity, self.handle, verifier.roster, recipients,
-                                        headers, body, manifest, created=self.now())
+            envelope, signed, content_key = env.seal_keeping_key(
+                self.identity, self.handle, verifier.roster, recipients, headers, body, manifest,
+                created=self.now())
         except EnvelopeError as exc:
             raise ClientError(exc.message) from None
         receipt = await relay.submit(network, self.handle, envelope)
         self.state.put("message", network, envelope["id"], {
             "direction": "out", "envelope": envelope, "signed_payload": signed,
+            "content_key": b64e(content_key),      # for evidence bundles (client/evidence.py)
             "receipts": [receipt], "verified": True, "reason": None, "at": self.now()},
             at=self.now(), flags="out")
         return {"id": envelope["id"], "relay_receipt": receipt}

@@ -35,7 +35,6 @@ class RelayClient:
         self.session = session
         self.relay_key = relay_key          # pinned b64 public key, or None before pinning
         self._tokens: dict[tuple[str, str], tuple[str, int]] = {}   # -> (token, expires)
-        self._presented: str | None = None
         self._logs: dict[str, LogVerifier] = {}   # b64 genesis hash -> that network's verified log
 
     def __repr__(self) -> str:
@@ -84,20 +83,19 @@ class RelayClient:
         return info
 
     async def presented_key(self) -> str:
-        """The key the relay at this URL says it holds (asked once per client).
+        """The key the relay at this URL says it holds, asked afresh each time (the operator
+        may rotate it while a client runs).
 
         Anyone can present any public key: it counts only once the network's signed
         membership log names it (client/core.py ``connect``).
         """
-        if self._presented is None:
-            answer = await self._request("GET", "/v1/relay")
-            key = answer.get("relay_key") if isinstance(answer, dict) else None
-            try:
-                IdentityPublicKey.from_b64(key)
-            except KeysError:
-                raise TrustError(f"the relay at {self.url} presents no valid relay key") from None
-            self._presented = key
-        return self._presented
+        answer = await self._request("GET", "/v1/relay")
+        key = answer.get("relay_key") if isinstance(answer, dict) else None
+        try:
+            IdentityPublicKey.from_b64(key)
+        except KeysError:
+            raise TrustError(f"the relay at {self.url} presents no valid relay key") from None
+        return key
 
     def use_log(self, genesis_hash: str, verifier: LogVerifier) -> None:
         """Check this network's relay receipts against the relay keys its verified log names."""
