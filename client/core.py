@@ -227,7 +227,8 @@ class Core:
         mismatch = RelayMismatch(
             f"the relay at {row.relay_url} has key {_fp(presented)}, not the pinned "
             f"{_fp(row.relay_key)}, and the {row.name} membership log does not name it",
-            hint="someone may be impersonating the relay; ask your administrator")
+            hint="if its operator rotated the key, an administrator names the new one with "
+                 "'comity network set-relay-key'; otherwise someone may be impersonating the relay")
         relay = self.relay(row.relay_url, presented)
         relay.use_log(row.genesis_hash, verifier)
         try:

@@ -199,7 +199,7 @@ class NetworksMixin(Core):
         await self._sync(row, relay, verifier)
         self._require_admin(verifier, network)
         if verifier.roster.relay_key == presented:
-            raise UsageError(f"the {network} membership log already names this relay key")
+            raise ClientError(f"the {network} membership log already names this relay key")
         await self._append(network, relay, verifier, "set-relay-key", {"relay_key": presented.b64()})
         self.state.add_network(replace(row, relay_key=presented.b64()))
         return {"network": network, "seq": verifier.seq,
