@@ -1,8 +1,9 @@
 """The client core: unlocked keys, local state, pinned relays and verified logs.
 
 ``Comity`` (client/api.py) builds on this. Everything the relay serves is
-verified here against what this member pinned: the relay key from the invite
-(or from ``network create``) and the network's genesis hash.
+verified here against what this member pinned: the network's genesis hash, and
+through the log it starts, the relay key (pinned from the invite or ``network
+create``, and followed to a new one only when the signed log names it).
 """
 
 from __future__ import annotations
