@@ -212,7 +212,8 @@ def _verify(bundle: Any, report: Report, expected_network: bytes | None) -> None
     altered = _check_records(bundle["evidence"], verifier, envelope, digest, signed, head["seq"], report)
     chain = verify_chain(bundle["evidence"])[payload["id"]]
     relay_chain = [r for r in chain if r["kind"] in RELAY_KINDS]
-    if relay_chain[0]["kind"] == "submission-accepted" and relay_chain[0]["recipients"] != envelope["recipients"]:
+    root = relay_chain[0]
+    if root["kind"] == "submission-accepted" and root["recipients"] != envelope["recipients"]:
         raise EvidenceError("the relay's submission receipt names other recipients than the envelope")
     report.add(True, "the receipts form one unbroken chain from the relay's submission receipt")
     _check_chain_end(relay_chain[-1], status)
@@ -265,7 +266,8 @@ def _check_content(envelope: dict, content_key: Any, signed: dict) -> None:
         plaintext = env.decrypt_with_content_key(envelope, b64d(content_key, length=env.CONTENT_KEY_BYTES,
                                                                  what="content key"))
     except KeysError:
-        raise EvidenceError("the bundle's content key does not open the envelope the relay accepted") from None
+        raise EvidenceError("the bundle's content key does not open the envelope the relay "
+                            "accepted") from None
     # Not secret (both are in the bundle in clear); compare_digest for the habit's sake.
     if not hmac.compare_digest(plaintext, canonical(signed)):
         raise EvidenceError("the envelope the relay accepted holds another message than the bundle's "
@@ -285,7 +287,8 @@ def _check_records(records: list, verifier: LogVerifier, envelope: dict, digest:
         if record.get("message_id") != envelope["id"] or record.get("network") != envelope["network"] \
                 or record.get("sender") != envelope["sender"] \
                 or (record.get("envelope_hash") != digest and not changed):
-            raise EvidenceError(f"a {str(record.get('kind'))[:40]} record is about another message or envelope")
+            raise EvidenceError(f"a {str(record.get('kind'))[:40]} record is about another message "
+                                "or envelope")
         if "relay_key" in record:
             check_relay_receipt(record)
             relay = _relay_key(record, verifier, f"{record['kind']} receipt")

@@ -294,7 +294,8 @@ def forged_chain(bundle: dict, key: IdentityKey, time_shift: int = 0) -> tuple[l
     """The bundle's relay receipts and status statement, signed again by ``key`` (times shifted)."""
     records, prev = [], None
     for real in relay_chain(bundle):
-        extra = {"recipients": real["recipients"]} if "recipients" in real else {"recipient": real["recipient"]}
+        extra = ({"recipients": real["recipients"]} if "recipients" in real
+                 else {"recipient": real["recipient"]})
         record = make_relay_receipt(key, real["kind"], network=real["network"], message_id=real["message_id"],
                                     envelope_hash=real["envelope_hash"], sender=real["sender"],
                                     time=real["time"] + time_shift, prev=prev, **extra)
@@ -317,7 +318,8 @@ async def test_relay_receipts_under_a_key_the_log_never_named_are_refused(bundle
     bundle = parse(bundle_file.read_bytes())
     records, statement = forged_chain(bundle, IdentityKey.generate(), time_shift=-86400)
     text = refusal(rebuilt(bundle, members["ana"], evidence=records, relay_status=statement))
-    assert "not signed by this network's relay" in text and "not named by this network's membership log" in text
+    assert "not signed by this network's relay" in text
+    assert "not named by this network's membership log" in text
     # Forged receipts beside the relay's real status statement: refused all the same.
     text = refusal(rebuilt(bundle, members["ana"], evidence=records))
     assert "submission-accepted receipt is not signed by this network's relay" in text
@@ -341,7 +343,8 @@ async def test_a_relay_receipt_left_out_is_detected(bundle_file, members):
     bundle = parse(bundle_file.read_bytes())
     chain = relay_chain(bundle)
     last = chain[-1]
-    without_last = [r for r in bundle["evidence"] if r is not last and r.get("prev") != b64e(evidence_hash(last))]
+    after_last = b64e(evidence_hash(last))
+    without_last = [r for r in bundle["evidence"] if r is not last and r.get("prev") != after_last]
     assert len(without_last) == len(bundle["evidence"]) - 2      # the receipt and the ack after it
     assert "relay receipts were left out" in refusal(rebuilt(bundle, ana, evidence=without_last))
     middle = chain[1]

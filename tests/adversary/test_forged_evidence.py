@@ -199,8 +199,9 @@ def test_content_swapped_under_real_relay_receipts_is_refused(world):
     assert [r["kind"] for r in real["evidence"]] == ["submission-accepted", "delivered"]
 
     key = liar_key(liar)
-    payload = dict(real["signed_payload"]["payload"], body="we withdraw the request",
-                   headers=dict(real["signed_payload"]["payload"]["headers"], subject="MLA 2026/8: withdrawn"))
+    original = real["signed_payload"]["payload"]
+    payload = dict(original, body="we withdraw the request",
+                   headers=dict(original["headers"], subject="MLA 2026/8: withdrawn"))
     swapped = {"payload": payload, "sig": key.sign_b64("message", payload)}
     forged = rebuilt(real, key, world.root / "swapped-8.json", signed_payload=swapped)
     refused(forged, "the envelope the relay accepted holds another message than the bundle's signed "
@@ -255,7 +256,8 @@ def test_a_dropped_not_collected_receipt_is_refused(world):
     wait_until(lambda: liar.json("status", message_id)["recipients"]["dave"]["not_collected"],
                SWEEP_TIMEOUT, "the relay's not-collected receipt for dave")
     real = export(liar, message_id, world.root / "real-10.json")
-    assert "for dave: proven: not collected by dave: retention ran out at " in accepted(world.root / "real-10.json")
+    shown = accepted(world.root / "real-10.json")
+    assert "for dave: proven: not collected by dave: retention ran out at " in shown
 
     key = liar_key(liar)
     without = [r for r in real["evidence"] if r["kind"] != "not-collected"]
@@ -263,6 +265,7 @@ def test_a_dropped_not_collected_receipt_is_refused(world):
             "relay receipts were left out")
     # With the relay's older status instead, the bundle proves only the state at that time, and
     # says so: dave had not been delivered to as of then, not that dave received it.
-    stale = rebuilt(real, key, world.root / "stale-10.json", evidence=without, relay_status=early["relay_status"])
+    stale = rebuilt(real, key, world.root / "stale-10.json", evidence=without,
+                    relay_status=early["relay_status"])
     shown = accepted(stale)
     assert "for dave: proven: not delivered to dave as of " in shown and "delivered to dave's" not in shown
