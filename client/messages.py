@@ -70,11 +70,13 @@ class MessagesMixin(AcksMixin):
                 self.state, relay, network, self.handle, path, self.now(),
                 progress(path.name, attachments.ciphertext_size(size))))
         try:
-            envelope, signed = env.seal(self.identity, self.handle, verifier.roster, recipients,
-                                        headers, body, manifest, created=self.now())
+            envelope, signed, content_key = env.seal_keeping_key(
+                self.identity, self.handle, verifier.roster, recipients, headers, body, manifest,
+                created=self.now())
         except EnvelopeError as exc:
             raise ClientError(exc.message) from None
         record = {"direction": "out", "envelope": envelope, "signed_payload": signed,
+                  "content_key": b64e(content_key),      # for evidence bundles (client/evidence.py)
                   "receipts": [], "verified": True, "reason": None, "at": self.now()}
         self.state.insert("message", network, envelope["id"], record, at=self.now(), flags="queued",
                           digest=_digest(envelope))

@@ -1,8 +1,9 @@
-"""Network administration and membership: create, invite, enroll, pending, approve, remove, members."""
+"""Network administration and membership: create, invite, enroll, pending, approve, remove,
+members, and naming the relay's key in the log."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from keys.encoding import b64d, b64e
 from keys.errors import InviteError, KeysError
@@ -54,7 +55,9 @@ class NetworksMixin(Core):
         record = member_record(self.identity.public, self.key_record(self.secrets.current()),
                                handle=self.handle, name=name_text or self.handle,
                                country=_country(country), organisation=organisation, role="admin")
-        genesis = make_genesis(self.identity, name, record, default_policy(), now)
+        # The genesis names the relay's key: receipts count only under a key the log names.
+        genesis = make_genesis(self.identity, name, record, default_policy(), now,
+                               relay_key=IdentityPublicKey.from_b64(info["relay_key"]))
         await relay.create_network(token, genesis)
         genesis_hash = entry_hash(genesis)
         self.state.add_network(NetworkRow(name, relay_url, info["relay_key"], b64e(genesis_hash),
@@ -107,6 +110,7 @@ class NetworksMixin(Core):
         await self._sync(row, relay, verifier, invite_id=b64e(invite.invite_id))
         if verifier.seq < 0:
             raise ClientError("the relay served an empty log for this network")
+        self._require_logged_relay_key(row, verifier)
         request = make_enrollment_request(invite, self.identity, self.key_record(self.secrets.current()))
         await relay.enroll(invite.network, request)
         self.state.add_network(row)
@@ -194,6 +198,32 @@ class NetworksMixin(Core):
                  "fingerprint": format_fingerprint(m.identity_key.fingerprint()),
                  "encryption_key_version": m.encryption_key_version}
                 for m in sorted(verifier.roster.active().values(), key=lambda m: m.handle)]
+
+    async def set_relay_key(self, network: str, fingerprint: bytes) -> dict:
+        """Name the relay's new key in the log, after its operator rotated it (administrators).
+
+        ``fingerprint`` is the new key's fingerprint as the operator handed it over out
+        of band; the key itself is read from the relay and must match it.
+        """
+        row, relay = self.relay_for(network)
+        presented = IdentityPublicKey.from_b64(await relay.presented_key())
+        if presented.fingerprint() != fingerprint:
+            raise RelayMismatch(
+                f"the relay at {row.relay_url} presents key {format_fingerprint(presented.fingerprint())}, "
+                f"not the {format_fingerprint(fingerprint)} you were given",
+                hint="do not go on: check the fingerprint with the relay operator")
+        verifier = self._local_verifier(row)
+        relay = self.relay(row.relay_url, presented.b64())
+        relay.use_log(row.genesis_hash, verifier)
+        await self._authenticate(row, relay)
+        await self._sync(row, relay, verifier)
+        self._require_admin(verifier, network)
+        if verifier.roster.relay_key == presented:
+            raise ClientError(f"the {network} membership log already names this relay key")
+        await self._append(network, relay, verifier, "set-relay-key", {"relay_key": presented.b64()})
+        self.state.add_network(replace(row, relay_key=presented.b64()))
+        return {"network": network, "seq": verifier.seq,
+                "relay_fingerprint": format_fingerprint(presented.fingerprint())}
 
     # -- helpers ---------------------------------------------------------------
 

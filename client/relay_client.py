@@ -1,7 +1,8 @@
 """Low-level HTTP calls to a comity relay (the API in docs/relay-api.md).
 
-Every answer that carries a relay signature is checked against the pinned
-relay key before it is returned; nothing here trusts the relay's word.
+Every answer that carries a relay signature is checked before it is returned
+against the relay keys the network's verified membership log names
+(``use_log``); nothing here trusts the relay's word.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from keys.encoding import b64d, b64e, parse
 from keys.envelope import envelope_hash
 from keys.errors import KeysError
 from keys.identity import IdentityKey, IdentityPublicKey, format_fingerprint
-from keys.receipts import verify_relay_receipt
+from keys.log import LogVerifier
+from keys.receipts import check_relay_receipt, verify_relay_receipt
 
 from .errors import RelayMismatch, RelayRefused, RelayUnreachable, TrustError
 
@@ -47,7 +49,7 @@ class RelayClient:
         self.session = session
         self.relay_key = relay_key          # pinned b64 public key, or None before pinning
         self._tokens: dict[tuple[str, str], tuple[str, int]] = {}   # -> (token, expires)
-        self._key_checked = False
+        self._logs: dict[str, LogVerifier] = {}   # b64 genesis hash -> that network's verified log
 
     def __repr__(self) -> str:
         return f"RelayClient({self.url!r})"
@@ -118,11 +120,24 @@ class RelayClient:
                 hint="someone may be impersonating the relay; ask your administrator")
         return info
 
-    async def check_key(self) -> None:
-        """Once per client: refuse a relay at this URL that does not hold the pinned key."""
-        if not self._key_checked:
-            await self.info()
-            self._key_checked = True
+    async def presented_key(self) -> str:
+        """The key the relay at this URL says it holds, asked afresh each time (the operator
+        may rotate it while a client runs).
+
+        Anyone can present any public key: it counts only once the network's signed
+        membership log names it (client/core.py ``connect``).
+        """
+        answer = await self._request("GET", "/v1/relay")
+        key = answer.get("relay_key") if isinstance(answer, dict) else None
+        try:
+            IdentityPublicKey.from_b64(key)
+        except KeysError:
+            raise TrustError(f"the relay at {self.url} presents no valid relay key") from None
+        return key
+
+    def use_log(self, genesis_hash: str, verifier: LogVerifier) -> None:
+        """Check this network's relay receipts against the relay keys its verified log names."""
+        self._logs[genesis_hash] = verifier
 
     async def create_network(self, token: str, genesis: dict) -> dict:
         return await self._request("POST", "/v1/networks", json={"token": token, "genesis": genesis})
@@ -189,10 +204,23 @@ class RelayClient:
     # -- messages -----------------------------------------------------------------
 
     def check_receipt(self, receipt: dict) -> dict:
+        """Verify a relay receipt under a relay key its network's log names for its time.
+
+        A stored receipt may be older than the relay's current key (a retried
+        submission returns the first receipt), so any key the log named counts, as
+        long as it had not been replaced before the receipt's time.
+        """
         try:
-            return verify_relay_receipt(receipt, IdentityPublicKey.from_b64(self.relay_key))
+            check_relay_receipt(receipt)
+            verifier = self._logs.get(receipt["network"])
+            if verifier is None:
+                raise TrustError("the relay sent a receipt for a network this client has not verified")
+            key = IdentityPublicKey.from_b64(receipt["relay_key"])
+            verifier.check_relay_key(key, receipt["time"])
+            return verify_relay_receipt(receipt, key)
         except KeysError as exc:
-            raise TrustError(f"the relay's receipt does not verify against the pinned relay key: {exc.message}") from None
+            raise TrustError("the relay's receipt does not verify against the relay keys the "
+                             f"membership log names: {exc.message}") from None
 
     async def submit(self, network: str, handle: str, envelope: dict) -> dict:
         answer = await self._authed(network, handle, "POST", f"/v1/networks/{network}/messages",

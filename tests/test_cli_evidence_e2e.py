@@ -479,7 +479,13 @@ def test_an_exported_bundle_verifies_offline_and_no_changed_copy_does(world):
     checked = verify_offline(str(bundle))
     assert checked.status == 0, checked.stdout + checked.stderr
     lines = checked.stdout.splitlines()
-    assert lines[-1] == "the bundle verifies" and all(line.startswith("ok   ") for line in lines[:-1]), lines
+    findings = [line for line in lines[:-1] if not line.startswith("for ")]
+    assert lines[-1] == "the bundle verifies" and all(line.startswith("ok   ") for line in findings), lines
+    for handle in ("alice", "bob"):        # then, per recipient, what is proven (no gap here)
+        assert f"for {handle}: proven: delivered to {handle}'s authenticated session at " in checked.stdout
+        assert f"for {handle}: proven: {handle}'s software verified and decrypted exactly this content" \
+            in checked.stdout
+    assert "NOT proven" not in checked.stdout
     assert signatures_failing_alone(bundle) == []
     fingerprint = admin.json("whoami")["networks"][0]["fingerprint"]
     text = checked.stdout
@@ -496,7 +502,8 @@ def test_an_exported_bundle_verifies_offline_and_no_changed_copy_does(world):
     assert as_json.status == 0
     report = json.loads(as_json.stdout)
     assert report["ok"] is True and report["network_fingerprint"] == fingerprint
-    assert [f["text"] for f in report["findings"]] == [line[5:] for line in lines[:-1]]
+    assert [f["text"] for f in report["findings"]] == [line[5:] for line in findings]
+    assert set(report["recipients"]) == {"alice", "bob"} and report["recipients"]["bob"]["acknowledged"]
     other = ("0" if fingerprint[0] != "0" else "1") + fingerprint[1:]
     wrong = verify_offline(str(bundle), "--network-fingerprint", other)
     assert wrong.status == 1 and "the bundle does NOT verify" in wrong.stdout
