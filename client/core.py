@@ -144,7 +144,7 @@ class Core:
 
     def notice(self, text: str) -> None:
         """Something the user must hear about that does not stop the command."""
-        log.warning("%s", text)
+        log.info("%s", text)     # info: the CLI prints notices itself; a library user may log them
         self.notices.append(text)
 
     @property

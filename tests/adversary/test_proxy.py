@@ -26,7 +26,7 @@ def test_the_proxy_forwards_rewrites_and_intercepts(malicious_relay, tmp_path):
     mal.clear()
     mal.on_request("GET", r"/v1/relay$", lambda req: (200, json.dumps({"relay_key": "x"}).encode()))
     refused = people["alice"].run("members", "--network", "refco", ok=False)
-    assert "not the pinned" in refused.stderr
+    assert "presents no valid relay key" in refused.stderr
 
 
 def test_the_proxy_signs_as_the_relay(malicious_relay):
