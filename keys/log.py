@@ -50,6 +50,7 @@ class LogVerifier:
         self._pinned = pinned_genesis_hash
         self._network = ""
         self._hashes: list[bytes] = []               # entry hash by seq
+        self._times: list[int] = []                  # entry time by seq
         self._last_time = 0
         self._members: dict[str, Member] = {}        # current version of every member ever added
         self._history: dict[str, tuple[list[int], list[Member]]] = {}  # handle -> (seqs, versions)
@@ -87,7 +88,8 @@ class LogVerifier:
             members[handle] = versions[bisect_right(seqs, seq) - 1]
         policy = self._policies[bisect_right(self._policy_seqs, seq) - 1]
         return Roster(network=self._network, genesis_hash=self._hashes[0], seq=seq,
-                      head_hash=self._hashes[seq], policy=policy, members=members)
+                      head_hash=self._hashes[seq], policy=policy, members=members,
+                      time=self._times[seq])
 
     def _check_seq(self, seq: int) -> None:
         if not _is_int(seq) or not 0 <= seq <= self.seq:
@@ -315,5 +317,6 @@ class LogVerifier:
         if change.network is not None:
             self._network = change.network
         self._hashes.append(digest)
+        self._times.append(time)
         self._last_time = time
         self._current = None

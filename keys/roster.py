@@ -59,6 +59,7 @@ class Roster:
     head_hash: bytes              # hash of that entry
     policy: Policy
     members: Mapping[str, Member]  # every member ever added, removed ones included
+    time: int = 0                 # the `time` of entry `seq` (its signers' clock)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "members", MappingProxyType(dict(self.members)))
