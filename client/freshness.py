@@ -152,7 +152,7 @@ def note_newer_head(core, network: str, ack: dict) -> None:
     if "newer_head" in ack:
         core.state.put(NEWER_ROW, network, f"{ack['message_id']}.{ack['recipient']}",
                        {"message_id": ack["message_id"], "by": ack["recipient"],
-                        "kind": ack["kind"], "newer_head": ack["newer_head"], "warned": False},
+                        "kind": ack["kind"], "newer_head": ack["newer_head"], "warned": []},
                        at=core.now())
 
 
@@ -168,14 +168,15 @@ async def settle_newer_heads(core, network: str) -> None:
             core.state.delete(NEWER_ROW, network, row_id)
             continue
         warning = _newer_head_warning(core, network, verifier, sent, item)
-        if warning is not None and not item["warned"]:
+        if warning is not None and warning["kind"] not in item["warned"]:
             sent.setdefault("warnings", []).append(warning)
             core.state.update("message", network, item["message_id"], sent,
                               flags=core.state.flags("message", network, item["message_id"]))
             core.notice(warning["text"])
         if warning is not None and warning["kind"] == "withheld":
-            item["warned"] = True
-            core.state.put(NEWER_ROW, network, row_id, item, at=core.now())   # look again later
+            # Look again next time: once the relay shows the entries, say what they changed.
+            item["warned"] = sorted({*item["warned"], "withheld"})
+            core.state.put(NEWER_ROW, network, row_id, item, at=core.now())
         else:
             core.state.delete(NEWER_ROW, network, row_id)
 
