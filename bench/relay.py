@@ -64,10 +64,11 @@ sys.path.insert(0, str(ROOT))
 
 from keys.encoding import b64d, canonical  # noqa: E402
 from keys.hpke import EncryptionKey, make_key_record  # noqa: E402
-from keys.identity import IdentityKey  # noqa: E402
+from keys.identity import IdentityKey, IdentityPublicKey  # noqa: E402
 from keys.log import (LogVerifier, default_policy, entry_hash, make_entry,  # noqa: E402
                       make_genesis, member_record)
 from relay.auth import auth_statement  # noqa: E402
+from relay.relaykey import RELAY_KEY_FILE  # noqa: E402
 
 NETWORK = "bench-net"
 MEMBERS = 51                   # an admin (m00) plus 50 senders
@@ -201,8 +202,8 @@ def handle(index: int) -> str:
     return f"m{index:02d}"
 
 
-def build_log(seeds: list[tuple[bytes, bytes]], now: int) -> list[dict]:
-    """Genesis with m00 as admin, then one add-member entry per other member."""
+def build_log(seeds: list[tuple[bytes, bytes]], now: int, relay_key: IdentityPublicKey) -> list[dict]:
+    """Genesis with m00 as admin (naming the relay's key), then one add-member entry per member."""
     entries: list[dict] = []
     admin = IdentityKey.from_seed(seeds[0][0])
     for index, (identity_seed, encryption_seed) in enumerate(seeds):
@@ -212,7 +213,8 @@ def build_log(seeds: list[tuple[bytes, bytes]], now: int) -> list[dict]:
         member = member_record(identity.public, record, handle=handle(index),
                                name=f"Member {index}", role="admin" if index == 0 else "member")
         if index == 0:
-            entries.append(make_genesis(admin, NETWORK, member, default_policy(), now))
+            entries.append(make_genesis(admin, NETWORK, member, default_policy(), now,
+                                        relay_key=relay_key))
         else:
             entries.append(make_entry(entries[-1], index, "add-member", {"member": member},
                                       now, [admin]))
@@ -597,12 +599,14 @@ def run(args, folder: Path, uvloop: bool, loadgen: str) -> dict:
     """Start a relay, measure everything against it, stop it."""
     seeds = [(IdentityKey.generate().seed(), EncryptionKey.generate().private_bytes())
              for _ in range(MEMBERS)]
-    entries = build_log(seeds, int(time.time()))
     data_dir = folder / ("data-uvloop" if uvloop else "data")
     data_dir.mkdir()
     relay = RelayProcess(data_dir, uvloop=uvloop, access_log=args.access_log,
                          workers=args.relay_workers)
     try:
+        # The genesis names the relay's key, which the relay created on its first start.
+        seed = bytes.fromhex((data_dir / RELAY_KEY_FILE).read_text(encoding="ascii").strip())
+        entries = build_log(seeds, int(time.time()), IdentityKey.from_seed(seed).public)
         tokens = asyncio.run(setup_network(relay.url, data_dir, seeds, entries))
         submit_url = f"{relay.url}/v1/networks/{NETWORK}/messages"
         senders = list(range(1, MEMBERS))

@@ -79,7 +79,7 @@ class AcksMixin(Core):
         sent = 0
         for _, row_id, _, _, item in list(self.state.rows("outbox", network)):
             try:
-                receipt = await relay.submit(network, self.handle, item["envelope"])
+                await relay.submit(network, self.handle, item["envelope"])
             except RelayRefused as exc:
                 if exc.code in ("bad-envelope", "message-id-reused", "forbidden"):
                     # Permanent: the sender left the network, or it was sent already.

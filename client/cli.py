@@ -20,6 +20,7 @@ import click
 from .api import Comity
 from .errors import ClientError, UsageError
 from .home import ENV_PASSPHRASE
+from .keystore import check_new_passphrase
 from .output import error, warning
 
 
@@ -29,7 +30,14 @@ class Context:
         self.quiet = quiet
 
     def passphrase(self, *, new: bool = False) -> str:
-        """``COMITY_PASSPHRASE``, else ``--passphrase-file``, else a prompt."""
+        """``COMITY_PASSPHRASE``, else ``--passphrase-file``, else a prompt.
+
+        ``new``: it will seal a new keystore, so it must be long enough, whatever its source.
+        """
+        value = self._passphrase(new)
+        return check_new_passphrase(value) if new else value
+
+    def _passphrase(self, new: bool) -> str:
         value = os.environ.get(ENV_PASSPHRASE)
         if value:
             return value
@@ -46,9 +54,7 @@ class Context:
             raise UsageError("no passphrase: set COMITY_PASSPHRASE or use --passphrase-file",
                              hint="or run the command on a terminal to be asked")
         if new:
-            first = getpass.getpass("new passphrase for this identity: ")
-            if len(first) < 8:
-                raise UsageError("use a passphrase of at least 8 characters")
+            first = check_new_passphrase(getpass.getpass("new passphrase for this identity: "))
             if getpass.getpass("repeat the passphrase: ") != first:
                 raise UsageError("the passphrases differ")
             return first

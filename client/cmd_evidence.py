@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from keys.errors import KeysError
-from keys.evidence import FORMAT, verify_bundle_bytes
+from keys.evidence import verify_bundle_bytes
 from keys.identity import parse_fingerprint
 
 from .cli import Context, group, pass_context
@@ -18,6 +18,8 @@ from .output import emit_json, out, say, table, warning
 
 #: an evidence bundle larger than this is refused before parsing
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
+#: every bundle format's name starts so; a file without it is not a bundle of any release
+FORMAT_FAMILY = b"comity-evidence-"
 
 
 def _time(ts):
@@ -82,7 +84,8 @@ def export(ctx: Context, message_id, out_path, network, as_json) -> None:
     if as_json:
         emit_json(result)
         return
-    out(f"wrote {result['out']}: {result['records']} receipts, {result['signatures']} signatures")
+    out(f"wrote {result['out']}: {result['records']} receipts, {result['signatures']} signatures, "
+        f"relay status as of {_time(result['relay_status_time'])}")
     if not ctx.quiet:
         say("note: the bundle contains the message in clear; check it with 'comity verify FILE'")
 
@@ -100,7 +103,7 @@ def verify(bundle_file, network_fingerprint, as_json) -> None:
         raise ClientError(f"cannot read {bundle_file}: {exc.strerror}") from None
     if len(data) > MAX_BUNDLE_BYTES:
         raise ClientError("the bundle is too large")
-    if FORMAT.encode("ascii") not in data:
+    if FORMAT_FAMILY not in data:
         # Not even a damaged bundle (those get a report saying what fails): a wrong file.
         raise ClientError(f"{bundle_file} is not a comity evidence bundle",
                           hint="'comity export ID --out FILE' writes one")
@@ -113,12 +116,25 @@ def verify(bundle_file, network_fingerprint, as_json) -> None:
     report = verify_bundle_bytes(data, expected_network=None)
     if expected is not None and report.network_fingerprint.replace(" ", "") != expected.hex():
         report.add(False, f"the bundle's network fingerprint {report.network_fingerprint} is not the expected one")
+    gaps = report.ok and any(o.not_proven for o in report.recipients.values())
     if as_json:
         emit_json({"ok": report.ok, "network_fingerprint": report.network_fingerprint,
-                   "findings": [{"ok": f.ok, "text": f.text} for f in report.findings]})
+                   "findings": [{"ok": f.ok, "text": f.text} for f in report.findings],
+                   "recipients": {h: o.as_json() for h, o in report.recipients.items()}})
     else:
         for f in report.findings:
             out(f"{'ok  ' if f.ok else 'FAIL'} {f.text}")
-        out("the bundle verifies" if report.ok else "the bundle does NOT verify")
+        # Per recipient, what is proven and what is not: a plain "verifies" must hide no gap.
+        for handle, outcome in report.recipients.items():
+            for text in outcome.proven:
+                out(f"for {handle}: proven: {text}")
+            for text in outcome.not_proven:
+                out(f"for {handle}: NOT proven: {text}")
+        if not report.ok:
+            out("the bundle does NOT verify")
+        elif gaps:
+            out("the bundle verifies, but does not prove everything: see the lines marked NOT proven")
+        else:
+            out("the bundle verifies")
     if not report.ok:
         sys.exit(1)

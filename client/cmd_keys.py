@@ -8,6 +8,7 @@ import signal
 import click
 
 from .cli import Context, group, pass_context
+from .confirm import confirm_on_terminal, require_a_way_to_compare
 from .output import emit_json, out, say
 
 
@@ -61,7 +62,8 @@ def rotate(ctx: Context, network, identity, as_json) -> None:
             out(f"new identity key {result['fingerprint']} is in force")
         else:
             out(f"new identity key {result['fingerprint']} is waiting for an administrator")
-            say("hint: an administrator runs 'comity approve-rotation --network NAME YOUR-HANDLE'")
+            say("hint: read this fingerprint to an administrator, who runs 'comity approve-rotation "
+                "--network NAME YOUR-HANDLE --fingerprint FPR'")
     else:
         out(f"encryption key version {result['version']} published in {', '.join(result['networks'])}")
 
@@ -69,15 +71,30 @@ def rotate(ctx: Context, network, identity, as_json) -> None:
 @group.command("approve-rotation")
 @click.option("--network", required=True, help="network name")
 @click.argument("handle")
+@click.option("--fingerprint", help="the new fingerprint HANDLE read to you out of band (spaces "
+                                    "optional); without it, a terminal asks you to confirm")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @pass_context
-def approve_rotation(ctx: Context, network, handle, as_json) -> None:
+def approve_rotation(ctx: Context, network, handle, fingerprint, as_json) -> None:
     """Countersign HANDLE's identity rotation (administrators)."""
-    result = ctx.run(lambda c: c.approve_rotation(network, handle))
+    require_a_way_to_compare(fingerprint, handle)
+
+    async def work(client):
+        wanted = fingerprint
+        if wanted is None:
+            waiting = await client.rotations_waiting(network, handle)
+            wanted = confirm_on_terminal("identity rotation", handle,
+                                         [p.fingerprint for p in waiting])
+        return await client.approve_rotation(network, handle, fingerprint=wanted)
+    result = ctx.run(work)
     if as_json:
         emit_json(result)
         return
     out(f"{handle} now signs with {result['fingerprint']}")
+    if result["competing"]:
+        say(f"warning: left unsigned {len(result['competing'])} competing identity rotation(s) "
+            f"for {handle} ({', '.join(result['competing'])}), signed with {handle}'s old key: "
+            f"if {handle} did not make them, someone else holds that key")
 
 
 @group.command("set-role")

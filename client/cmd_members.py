@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .cli import Context, group, pass_context
+from .confirm import confirm_on_terminal, require_a_way_to_compare
 from .output import emit_json, out, say, table
 
 
@@ -26,7 +27,8 @@ def invite(ctx: Context, network, handle, name_text, country, organisation, role
                                       country=country, organisation=organisation))
     click.echo(code)
     if not ctx.quiet:
-        say(f"hint: after {handle} runs 'comity enroll', approve with 'comity approve --network {network} {handle}'")
+        say(f"hint: after {handle} runs 'comity enroll', compare the fingerprint {handle} reads to you "
+            f"and approve with 'comity approve --network {network} {handle} --fingerprint FPR'")
 
 
 @group.command()
@@ -52,26 +54,50 @@ def enroll(ctx: Context, code, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @pass_context
 def pending(ctx: Context, network, as_json) -> None:
-    """List enrollments waiting for approval (administrators)."""
-    rows = [p.__dict__ for p in ctx.run(lambda c: c.pending(network))]
+    """List enrollments and identity rotations waiting for approval (administrators)."""
+    async def work(client):
+        return await client.pending(network), await client.pending_rotations(network)
+    enrollments, rotations = ctx.run(work)
+    enrollments = [p.__dict__ for p in enrollments]
+    rotations = [p.to_json() for p in rotations]
     if as_json:
-        emit_json(rows)
+        emit_json({"enrollments": enrollments, "rotations": rotations})
         return
-    if not rows:
-        say("no pending enrollments")
-    table([{**r, "check": "ok" if r["verified"] else (r["problem"] or "unverified")} for r in rows],
+    if not enrollments and not rotations:
+        say("no pending enrollments or identity rotations")
+    table([{**r, "check": "ok" if r["verified"] else (r["problem"] or "unverified")} for r in enrollments],
           [("handle", "handle"), ("role", "role"), ("name", "name"), ("country", "country"),
            ("fingerprint", "fingerprint"), ("check", "check")])
+    if enrollments and rotations:
+        out()
+    table([{**r, "check": "CONFLICT" if r["conflict"] else "ok" if r["verified"] else r["problem"]}
+           for r in rotations],
+          [("handle", "rotating"), ("fingerprint", "new fingerprint"), ("check", "check")])
+    for handle in sorted({r["handle"] for r in rotations if r["conflict"]}):
+        say(f"warning: competing identity rotations for {handle}: at most one is {handle}'s, so "
+            f"someone else may hold {handle}'s current key")
+        say(f"hint: approve only the fingerprint {handle} reads to you out of band: 'comity "
+            f"approve-rotation --network {network} {handle} --fingerprint FPR'")
 
 
 @group.command()
 @click.option("--network", required=True, help="network name")
 @click.argument("handle")
+@click.option("--fingerprint", help="the fingerprint HANDLE read to you out of band (spaces optional); "
+                                    "without it, a terminal asks you to confirm")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @pass_context
-def approve(ctx: Context, network, handle, as_json) -> None:
+def approve(ctx: Context, network, handle, fingerprint, as_json) -> None:
     """Approve HANDLE's enrollment: sign its add-member entry."""
-    result = ctx.run(lambda c: c.approve(network, handle))
+    require_a_way_to_compare(fingerprint, handle)
+
+    async def work(client):
+        wanted = fingerprint
+        if wanted is None:
+            wanted = confirm_on_terminal("enrollment", handle,
+                                         [await client.enrollment_waiting(network, handle)])
+        return await client.approve(network, handle, fingerprint=wanted)
+    result = ctx.run(work)
     if as_json:
         emit_json(result)
         return

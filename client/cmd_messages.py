@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import unicodedata
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -10,10 +11,12 @@ import click
 
 from .cli import Context, group, pass_context
 from .errors import ClientError, UsageError
-from .output import Progress, emit_json, human_size, out, say, table
+from .output import Progress, display, emit_json, escape, human_size, out, say, table
 
 #: a body read from a file or stdin larger than this is refused before anything is sent
 MAX_BODY_BYTES = 1024 * 1024
+#: the rule around a body in `comity read`; its character is always escaped inside the body
+BODY_RULE = "\u2500" * 4
 
 
 def _read_body(body: str | None, body_file: str | None) -> str:
@@ -132,13 +135,23 @@ def read(ctx: Context, message_id, network, save_attachments, as_json) -> None:
     for label, key in (("reference", "reference"), ("reply to", "in_reply_to"), ("handling", "handling"),
                        ("legal basis", "legal_basis")):
         if h.get(key):
-            out(f"{label + ':':<10} {h[key]}")
-    out(f"subject:   {message['subject']}")
+            out(f"{label + ':':<10} {display(h[key])}")
+    out(f"subject:   {display(message['subject'])}")
     for a in message["attachments"]:
         where = f" -> {a['saved_to']}" if a["saved_to"] else ""
-        out(f"attached:  {a['name']} ({human_size(a['size'])}){where}")
-    out("")
-    out(message["body"])
+        out(f"attached:  {sent_name(a['name'])} ({human_size(a['size'])}){where}")
+    # The body between two rules it cannot print (its own BODY_RULE characters are escaped):
+    # whatever it holds, it cannot pass for header lines or for the end of the message.
+    out(f"{BODY_RULE} begin message {message['id']} {BODY_RULE}")
+    out(escape(unicodedata.normalize("NFC", message["body"]), also=BODY_RULE[0]))
+    out(f"{BODY_RULE} end message {message['id']} {BODY_RULE}")
+
+
+def sent_name(name: str) -> str:
+    """An attachment's name as sent, escaped; quoted when it holds escapes or edge spaces or dots."""
+    shown = display(name)
+    plain = shown == name and name == name.strip(" .")
+    return shown if plain else '"' + shown + '"'
 
 
 @group.command()

@@ -1,10 +1,14 @@
-"""comity network create, fork, repin"""
+"""comity network create, fork, repin, set-relay-key"""
 
 from __future__ import annotations
 
 import click
 
+from keys.errors import KeysError
+from keys.identity import parse_fingerprint
+
 from .cli import Context, group, pass_context
+from .errors import UsageError
 from .output import emit_json, out, say
 
 
@@ -90,3 +94,25 @@ def repin(ctx: Context, name, head_hash, seq, as_json) -> None:
     out(f"{name}: the log now follows the relay's, up to entry {result['seq']} (hash {result['hash']})")
     if not ctx.quiet:
         say("hint: 'comity retry ID' verifies again a message kept aside because of the fork")
+
+
+@network.command("set-relay-key")
+@click.argument("name")
+@click.argument("fingerprint")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@pass_context
+def set_relay_key(ctx: Context, name, fingerprint, as_json) -> None:
+    """Name the relay's new key in network NAME's membership log (administrators).
+
+    Run it after the relay operator rotated the relay key, with the new key's FINGERPRINT as
+    the operator gave it to you out of band. Members' clients then accept the relay again.
+    """
+    try:
+        expected = parse_fingerprint(fingerprint)
+    except KeysError as exc:
+        raise UsageError(exc.message) from None
+    result = ctx.run(lambda c: c.set_relay_key(name, expected))
+    if as_json:
+        emit_json(result)
+        return
+    out(f"{result['network']}: relay key {result['relay_fingerprint']} named at log entry {result['seq']}")

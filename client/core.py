@@ -1,8 +1,9 @@
 """The client core: unlocked keys, local state, pinned relays and verified logs.
 
 ``Comity`` (client/api.py) builds on this. Everything the relay serves is
-verified here against what this member pinned: the relay key from the invite
-(or from ``network create``) and the network's genesis hash.
+verified here against what this member pinned: the network's genesis hash, and
+through the log it starts, the relay key (pinned from the invite or ``network
+create``, and followed to a new one only when the signed log names it).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -23,7 +25,7 @@ from keys.log import LogVerifier, entry_hash
 from keys.roster import Member, Roster
 
 from . import freshness
-from .errors import (ClientError, NoIdentity, NotAMember, RelayRefused, TrustError,
+from .errors import (ClientError, NoIdentity, NotAMember, RelayMismatch, RelayRefused, TrustError,
                      UnknownNetwork, UsageError)
 from .home import ensure_home, resolve_home
 from .keystore import KeptKey, Keystore, Secrets
@@ -56,6 +58,10 @@ def fork_side(entry: dict | None) -> dict | None:
 
 class LogBehind(ClientError):
     """a message names a membership log entry the relay has not shown us yet"""
+
+
+def _fp(key_b64: str) -> str:
+    return format_fingerprint(IdentityPublicKey.from_b64(key_b64).fingerprint())
 
 
 def check_handle(handle: str) -> str:
@@ -213,12 +219,21 @@ class Core:
         return row, self.relay(row.relay_url, row.relay_key)
 
     async def connect(self, name: str) -> tuple[NetworkRow, RelayClient, LogVerifier]:
-        """Authenticate to the network's relay and bring its verified log up to date."""
+        """Authenticate to the network's relay and bring its verified log up to date.
+
+        The relay must hold the relay key the network's signed log names today: a
+        key the log has replaced (or never named) is another relay (``RelayMismatch``).
+        """
         row, relay = self.relay_for(name)
-        await relay.check_key()     # a clear error for another relay at the pinned URL
+        presented = await relay.presented_key()
         verifier = self._local_verifier(row)
+        relay.use_log(row.genesis_hash, verifier)
+        if presented != row.relay_key:
+            row, relay = await self._follow_relay_key(row, presented, verifier)
         if row.status == "pending":
-            return row, relay, await self._sync_pending(row, relay, verifier)
+            await self._sync_pending(row, relay, verifier)
+            self._require_logged_relay_key(row, verifier)
+            return row, relay, verifier
         await self._authenticate(row, relay)
         try:
             await self._sync(row, relay, verifier)
@@ -229,6 +244,7 @@ class Core:
             relay.forget_token(name, self.handle)
             await self._authenticate(row, relay)
             await self._sync(row, relay, verifier)
+        self._require_logged_relay_key(row, verifier)
         pending = self.secrets.pending_identity
         me = verifier.roster.member(self.handle)
         if pending is not None and me is not None and me.identity_key == pending.public:
@@ -237,6 +253,43 @@ class Core:
         if me is None or not me.active or me.identity_key != self.identity.public:
             raise NotAMember(f"you are no longer an active member of {name}")
         return row, relay, verifier
+
+    async def _follow_relay_key(self, row: NetworkRow, presented: str,
+                                verifier: LogVerifier) -> tuple[NetworkRow, RelayClient]:
+        """The relay presents another key than the one pinned: the same relay after a key
+        rotation if, and only if, the network's signed log now names that key."""
+        mismatch = RelayMismatch(
+            f"the relay at {row.relay_url} has key {_fp(presented)}, not the pinned "
+            f"{_fp(row.relay_key)}, and the {row.name} membership log does not name it",
+            hint="if its operator rotated the key, an administrator names the new one with "
+                 "'comity network set-relay-key'; otherwise someone may be impersonating the relay")
+        relay = self.relay(row.relay_url, presented)
+        relay.use_log(row.genesis_hash, verifier)
+        try:
+            if row.status == "pending":
+                await self._sync_pending(row, relay, verifier)
+            else:
+                await self._authenticate(row, relay)
+                await self._sync(row, relay, verifier)
+        except RelayRefused:
+            raise mismatch from None
+        except NotAMember:
+            pass                      # still pending: the log we could read decides below
+        if verifier.seq < 0 or verifier.roster.relay_key.b64() != presented:
+            raise mismatch
+        # The administrators signed the new key into the log: pin it from now on.
+        row = replace(row, relay_key=presented)
+        self.state.add_network(row)
+        return row, relay
+
+    def _require_logged_relay_key(self, row: NetworkRow, verifier: LogVerifier) -> None:
+        """The relay we talk to must hold the key the log names today, not a replaced one."""
+        named = verifier.roster.relay_key
+        if named.b64() != row.relay_key:
+            raise RelayMismatch(
+                f"the relay at {row.relay_url} has key {_fp(row.relay_key)}, but the {row.name} "
+                f"membership log names relay key {_fp(named.b64())}",
+                hint="the relay may be run by someone holding a replaced key; tell your administrator")
 
     def _adopt_pending_identity(self, published_version: int) -> None:
         """Our identity rotation is in the log: its identity key is ours, and the encryption keys
@@ -289,7 +342,7 @@ class Core:
                 verifier.append(entry)
             except LogError as exc:
                 self.state.add_log_entries(row.name, new)
-                if exc.reason == "fork":
+                if exc.reason == "fork" and entry.get("seq") != 0:   # another genesis: another network
                     self._record_fork(row.name, verifier, entry)
                     raise TrustError(
                         f"the {row.name} log has forked: the relay serves an entry {entry.get('seq')} "
@@ -304,8 +357,7 @@ class Core:
             self.state.add_log_entries(row.name, new)
         # The relay signs where the log ends, and when: a fresh head that omits entries is a
         # lie it can be held to (client/freshness.py).
-        freshness.check_served_head(self, row, verifier, relay.served_heads.get(row.name),
-                                    [entry for _, _, entry in new])
+        freshness.check_served_head(self, row, verifier, relay, [entry for _, _, entry in new])
 
     def _record_fork(self, network: str, verifier: LogVerifier, theirs: dict) -> None:
         """Keep both sides of a fork for 'comity network fork' (client/forks.py)."""

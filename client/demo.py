@@ -83,15 +83,18 @@ async def _walk(folder: Path, url: str, token: str) -> None:
             _detail(f"invite for {handle}: {codes[handle][:32]}...")
 
         _step(5, "Each focal point enrolls: its keys are made on its own machine and never leave it.")
+        read_out = {}
         for handle, code in codes.items():
             person = people[handle] = Comity.at(folder / handle)
             enrolled = await person.enroll(code, PASSPHRASE)
+            read_out[handle] = enrolled["fingerprint"]     # what it reads to the administrator
             _detail(f"{handle} enrolled, fingerprint {enrolled['fingerprint']}")
 
-        _step(6, "The administrator checks each enrollment against its invite and approves it.")
+        _step(6, "The administrator checks each enrollment against its invite, and approves only the "
+                 "fingerprint the focal point read out.")
         for item in await admin.pending("refco-demo"):
-            approved = await admin.approve("refco-demo", item.handle)
-            _detail(f"approved {approved['handle']} after comparing fingerprint {approved['fingerprint']}")
+            approved = await admin.approve("refco-demo", item.handle, fingerprint=read_out[item.handle])
+            _detail(f"approved {approved['handle']}, fingerprint {approved['fingerprint']}")
 
         _step(7, "Guatemala sends Honduras a signed, encrypted MLA request with an attached annex.")
         annex = folder / "annex-bank-records.txt"

@@ -31,6 +31,15 @@ class WrongPassphrase(ClientError):
     """wrong passphrase: the keystore could not be unlocked"""
 
 
+class WeakPassphrase(UsageError):
+    """the passphrase is too short"""
+
+    def __init__(self, *, minimum: int):
+        super().__init__(f"use a passphrase of at least {minimum} characters",
+                         hint="it seals your private keys: a short one is guessed quickly")
+        self.minimum = minimum
+
+
 class NoIdentity(ClientError):
     """no identity here yet: run 'comity network create' or 'comity enroll' first"""
 
@@ -65,3 +74,11 @@ class NotAMember(ClientError):
 
 class NotFound(ClientError):
     """not found"""
+
+
+class NothingWaiting(ClientError):
+    """nothing is waiting for approval"""
+
+
+class FingerprintMismatch(ClientError):
+    """the fingerprint given is not the one waiting: nothing was signed"""

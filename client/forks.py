@@ -90,6 +90,5 @@ class ForksMixin(Core):
     async def _relay_chain(self, network: str) -> list[dict]:
         """The relay's whole log, unverified (the caller verifies), after authenticating."""
         row, relay = self.relay_for(network)
-        await relay.check_key()
         await self._authenticate(row, relay)
         return [entry async for entry in relay.log(network, 0, handle=self.handle)]

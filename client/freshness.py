@@ -4,8 +4,8 @@ A relay can hide the newest log entries from a member (withholding), so that it 
 member since removed or to an encryption key since retired. Four defences live here
 (docs/threat-model.md; rules in docs/protocol.md §4 "Signed log head" and §5.7):
 
-* ``check_served_head``: after every log sync the relay's signed head must verify under the
-  pinned relay key, end exactly where the served entries end, and be fresh (``HEAD_MAX_AGE``
+* ``check_served_head``: after every log sync the relay's signed head must verify under a
+  relay key the log names, end exactly where the served entries end, and be fresh (``HEAD_MAX_AGE``
   plus ``CLOCK_SKEW``). The newest head is kept per network; if an entry we verify later is
   dated well before a head that omitted it, the pair is recorded as proof of withholding.
 * ``ensure_fresh``: before sealing, a head older than ``HEAD_MAX_AGE`` is read again.
@@ -26,13 +26,13 @@ from typing import Any
 
 from keys.constants import HEAD_MAX_AGE
 from keys.encoding import b64e
-from keys.errors import KeysError
+from keys.errors import KeysError, SignatureError
 from keys.identity import IdentityPublicKey
 from keys.log_head import check_fresh, verify_log_head, withheld
-from keys.receipts import verify_chain, verify_relay_receipt
+from keys.receipts import verify_chain
 from keys.staleness import stale_changes
 
-from .errors import TrustError
+from .errors import ClientError, TrustError
 
 #: local rows: the newest signed head per network, withholding proofs, acks to follow up
 HEAD_ROW, PROOF_ROW, NEWER_ROW = "log-head", "withheld", "newer-head"
@@ -42,10 +42,18 @@ _CHANGES = {"removed": "{handle} had been removed", "encryption-key":
             "{handle}'s identity key had been replaced"}
 
 
-def pinned_relay_key(row) -> IdentityPublicKey:
-    """The relay key this network's relay statements must verify under. One place, so that
-    taking it from the membership log instead of the pin is a change here only."""
-    return IdentityPublicKey.from_b64(row.relay_key)
+def relay_key_for(verifier, statement: Any, presented: str | None = None) -> IdentityPublicKey | None:
+    """The key a relay statement (a signed head, a receipt) must verify under: the one it
+    names, if the membership log names that key as the relay's at the statement's time
+    (``LogVerifier.check_relay_key``, docs/protocol.md §4), or if it is ``presented``, the
+    key of the relay we are talking to, which the caller holds to the log; otherwise None."""
+    try:
+        key = IdentityPublicKey.from_b64(statement["relay_key"])
+        if statement["relay_key"] != presented:
+            verifier.check_relay_key(key, statement["time"])
+    except (KeysError, KeyError, TypeError):
+        return None
+    return key
 
 
 def _when(ts: int) -> str:
@@ -54,16 +62,22 @@ def _when(ts: int) -> str:
 
 # -- the head the relay signs -------------------------------------------------------------------
 
-def check_served_head(core, row, verifier, head: Any, new_entries: list[dict]) -> None:
-    """Check the signed head of a log sync (``new_entries``: the ones verified just now)."""
+def check_served_head(core, row, verifier, relay, new_entries: list[dict]) -> None:
+    """Check the signed head of the log sync just made through ``relay`` (``new_entries``:
+    the entries verified in it). The head verifies under the key this relay presented (the
+    caller holds it to the log, ``Core._require_logged_relay_key``), or one the log names."""
     untrusted = "the relay may be withholding membership log entries; tell your administrator"
+    head = relay.served_heads.get(row.name)
     if head is None:
         raise TrustError(f"the relay did not sign the {row.name} log head it served", hint=untrusted)
+    key = relay_key_for(verifier, head, relay.relay_key)
     try:
-        verify_log_head(head, pinned_relay_key(row))
+        if key is None:
+            raise SignatureError("it names a key the membership log does not name as the relay's")
+        verify_log_head(head, key)
     except KeysError as exc:
         raise TrustError(f"the relay's signed {row.name} log head does not verify against the "
-                         f"pinned relay key: {exc.message}", hint=untrusted) from None
+                         f"relay key the membership log names: {exc.message}", hint=untrusted) from None
     newest = core.state.get(HEAD_ROW, row.name, "newest")
     for entry in new_entries:
         if newest is not None and withheld(newest, entry):
@@ -118,18 +132,19 @@ async def ensure_fresh(core, network: str, verifier):
 
 def chained_acceptance(relay, handle: str, submission: Any, chain: Any, delivery: Any
                        ) -> dict | None:
-    """The submission receipt, if it and the receipts between are the relay's and the
-    delivery chains from it; otherwise None (the message then proves nothing about when it
-    was accepted, which matters only for a key replaced since)."""
+    """The submission receipt, if it and the receipts between are the relay's (under a key
+    the log names, ``relay.check_receipt``) and the delivery chains from it; otherwise None
+    (the message then proves nothing about when it was accepted, which matters only for a key
+    replaced since)."""
     if not isinstance(submission, dict) or not isinstance(delivery, dict) \
             or not isinstance(chain, list) or delivery.get("recipient") != handle:
         return None
     try:
         records = [submission, *chain, delivery]
         for record in records:
-            verify_relay_receipt(record, IdentityPublicKey.from_b64(relay.relay_key))
+            relay.check_receipt(record)
         ordered = verify_chain(records).get(submission["message_id"], [])
-    except (KeysError, AttributeError, TypeError):
+    except (ClientError, KeysError, AttributeError, TypeError):
         return None
     if len(ordered) != len(records) or ordered[0] is not submission or ordered[-1] is not delivery:
         return None
@@ -214,6 +229,8 @@ def _newer_head_warning(core, network: str, verifier, sent: dict, item: dict) ->
 
 def open_arguments(core, network: str, acceptance: dict | None) -> dict[str, Any]:
     """What ``keys.envelope.open`` needs to hold a message to our newest log (steps 14-16)."""
-    return {"latest": core._verifiers[network].roster, "acceptance": acceptance,
-            "relay_key": pinned_relay_key(core.network_row(network)), "now": core.now()}
+    verifier = core._verifiers[network]
+    return {"latest": verifier.roster, "acceptance": acceptance,
+            "relay_key": relay_key_for(verifier, acceptance) if acceptance else None,
+            "now": core.now()}
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 ENV_HOME = "COMITY_HOME"
 ENV_PASSPHRASE = "COMITY_PASSPHRASE"
+#: O_NOFOLLOW where the platform has it (POSIX)
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def default_home() -> Path:
@@ -37,6 +39,33 @@ def ensure_home(path: Path) -> Path:
     # mkdir's mode is filtered by the umask and ignored for an existing folder.
     os.chmod(path, 0o700)
     return path
+
+
+def make_private_dirs(path: Path) -> None:
+    """Create ``path`` and any missing parent, each new folder 0700 whatever the umask."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue                    # made meanwhile by someone else: not ours to change
+        os.chmod(folder, 0o700)         # mkdir's mode is filtered by the umask
+
+
+def open_private(path: Path, flags: int) -> int:
+    """Open ``path`` for writing as a file only its owner can read, never through a symlink."""
+    fd = os.open(path, flags | os.O_WRONLY | os.O_CREAT | NOFOLLOW, 0o600)
+    try:
+        if hasattr(os, "fchmod"):       # POSIX
+            os.fchmod(fd, 0o600)        # whatever the umask, and an older file made 0644 too
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -27,7 +27,7 @@ from keys.errors import KeysError
 from keys.hpke import EncryptionKey
 from keys.identity import IdentityKey
 
-from .errors import ClientError, WrongPassphrase
+from .errors import ClientError, WeakPassphrase, WrongPassphrase
 from .home import write_private
 
 KEYSTORE_FILE = "keystore.json"
@@ -42,12 +42,22 @@ MEM = 128 * 1024 * 1024
 MIN_OPS, MIN_MEM = argon2id.OPSLIMIT_INTERACTIVE, argon2id.MEMLIMIT_INTERACTIVE
 #: test-only knob: makes argon2id nearly free so end-to-end tests run fast
 ENV_FAST_KDF = "COMITY_INSECURE_FAST_KDF"
+#: the shortest passphrase a keystore is sealed under (one that already exists still opens
+#: with whatever it was made with)
+MIN_PASSPHRASE_CHARS = 8
 #: associated data: binds the ciphertext to this file format version
 AAD = b"comity/v1/keystore"
 
 
 def _fast_kdf() -> bool:
     return os.environ.get(ENV_FAST_KDF) == "1"
+
+
+def check_new_passphrase(passphrase: str) -> str:
+    """Refuse a passphrase too short to seal a new keystore under."""
+    if len(passphrase) < MIN_PASSPHRASE_CHARS:
+        raise WeakPassphrase(minimum=MIN_PASSPHRASE_CHARS)
+    return passphrase
 
 
 @dataclass
@@ -115,8 +125,7 @@ class Keystore:
         return self.path.exists()
 
     def save(self, secrets: Secrets, passphrase: str) -> None:
-        if not passphrase:
-            raise ClientError("the passphrase must not be empty")
+        check_new_passphrase(passphrase)
         ops, mem = (argon2id.OPSLIMIT_MIN, argon2id.MEMLIMIT_MIN) if _fast_kdf() else (OPS, MEM)
         salt = os.urandom(SALT_BYTES)
         key = argon2id.kdf(KEY_BYTES, passphrase.encode("utf-8"), salt, opslimit=ops, memlimit=mem)

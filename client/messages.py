@@ -20,7 +20,6 @@ from .acks import RECEIPT_TYPE, AcksMixin
 from .core import LogBehind
 from .errors import (ClientError, NotAMember, NotFound, RelayRefused, RelayUnreachable, TrustError,
                      UsageError)
-from .state import RowExists
 
 #: progress callback factory: (label, total bytes) -> callable(new bytes)
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -72,11 +71,13 @@ class MessagesMixin(AcksMixin):
                 progress(path.name, attachments.ciphertext_size(size))))
         verifier = await freshness.ensure_fresh(self, network, verifier)   # uploads take time
         try:
-            envelope, signed = env.seal(self.identity, self.handle, verifier.roster, recipients,
-                                        headers, body, manifest, created=self.now())
+            envelope, signed, content_key = env.seal_keeping_key(
+                self.identity, self.handle, verifier.roster, recipients, headers, body, manifest,
+                created=self.now())
         except EnvelopeError as exc:
             raise ClientError(exc.message) from None
         record = {"direction": "out", "envelope": envelope, "signed_payload": signed,
+                  "content_key": b64e(content_key),      # for evidence bundles (client/evidence.py)
                   "receipts": [], "verified": True, "reason": None, "at": self.now()}
         self.state.insert("message", network, envelope["id"], record, at=self.now(), flags="queued",
                           digest=_digest(envelope))

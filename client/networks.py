@@ -1,8 +1,9 @@
-"""Network administration and membership: create, invite, enroll, pending, approve, remove, members."""
+"""Network administration and membership: create, invite, enroll, pending, approve, remove,
+members, and naming the relay's key in the log."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from keys.encoding import b64d, b64e
 from keys.errors import InviteError, KeysError
@@ -11,7 +12,9 @@ from keys.invite import Invite, check_relay_url, make_enrollment_request, verify
 from keys.log import default_policy, entry_hash, make_entry, make_genesis, member_record
 
 from .core import Core, check_handle
-from .errors import ClientError, NotAMember, RelayMismatch, UsageError
+from .errors import (ClientError, FingerprintMismatch, NotAMember, NothingWaiting, RelayMismatch,
+                     UsageError)
+from .pending_rotations import normalise_fingerprint
 from .state import NetworkRow
 
 
@@ -52,7 +55,9 @@ class NetworksMixin(Core):
         record = member_record(self.identity.public, self.key_record(self.secrets.current()),
                                handle=self.handle, name=name_text or self.handle,
                                country=_country(country), organisation=organisation, role="admin")
-        genesis = make_genesis(self.identity, name, record, default_policy(), now)
+        # The genesis names the relay's key: receipts count only under a key the log names.
+        genesis = make_genesis(self.identity, name, record, default_policy(), now,
+                               relay_key=IdentityPublicKey.from_b64(info["relay_key"]))
         await relay.create_network(token, genesis)
         genesis_hash = entry_hash(genesis)
         self.state.add_network(NetworkRow(name, relay_url, info["relay_key"], b64e(genesis_hash),
@@ -105,6 +110,7 @@ class NetworksMixin(Core):
         await self._sync(row, relay, verifier, invite_id=b64e(invite.invite_id))
         if verifier.seq < 0:
             raise ClientError("the relay served an empty log for this network")
+        self._require_logged_relay_key(row, verifier)
         request = make_enrollment_request(invite, self.identity, self.key_record(self.secrets.current()))
         await relay.enroll(invite.network, request)
         self.state.add_network(row)
@@ -136,8 +142,32 @@ class NetworksMixin(Core):
                                             (local or {}).get("country", ""), fp, verified, problem))
         return result
 
-    async def approve(self, network: str, handle: str) -> dict:
-        """Check the enrollee's MAC against our invite and sign its add-member entry."""
+    async def enrollment_waiting(self, network: str, handle: str) -> str:
+        """The fingerprint of ``handle``'s enrollment, checked against our invite (to show an
+        administrator before it approves)."""
+        return format_fingerprint((await self._checked_enrollment(network, handle))[3].fingerprint())
+
+    async def approve(self, network: str, handle: str, *, fingerprint: str) -> dict:
+        """Check the enrollee's MAC against our invite and that its identity key has
+        ``fingerprint`` (the one the enrollee read out of band), then sign its add-member
+        entry. A different fingerprint is FingerprintMismatch, and nothing is signed."""
+        wanted = normalise_fingerprint(fingerprint)
+        relay, verifier, local, identity, item = await self._checked_enrollment(network, handle)
+        if format_fingerprint(identity.fingerprint()) != wanted:
+            raise FingerprintMismatch(
+                f"{handle}'s enrollment does not have fingerprint {wanted}: nothing was signed",
+                hint=f"compare the fingerprint with {handle} again; 'comity pending --network "
+                     f"{network}' shows the one waiting")
+        invite = Invite.from_code(local["code"])
+        record = member_record(identity, item["request"]["encryption_key"], handle=handle,
+                               name=local["name"], country=local["country"],
+                               organisation=local["organisation"], role=invite.role)
+        await self._append(network, relay, verifier, "add-member", {"member": record})
+        self.state.delete("invite", network, handle)
+        return {"handle": handle, "fingerprint": format_fingerprint(identity.fingerprint()),
+                "role": invite.role}
+
+    async def _checked_enrollment(self, network: str, handle: str):
         row, relay, verifier = await self.connect(network)
         self._require_admin(verifier, network)
         local = self.state.get("invite", network, handle)
@@ -147,19 +177,13 @@ class NetworksMixin(Core):
         invite = Invite.from_code(local["code"])
         item = next((e for e in await relay.enrollments(network, self.handle) if e["handle"] == handle), None)
         if item is None:
-            raise ClientError(f"{handle} has not enrolled yet (or the invite expired)")
+            raise NothingWaiting(f"{handle} has not enrolled yet (or the invite expired)")
         try:
             identity, _ = verify_enrollment_request(item["request"], invite)
         except InviteError as exc:
             raise ClientError(f"refusing {handle}: {exc.message}",
                               hint="the keys may have been substituted; make a new invite") from None
-        record = member_record(identity, item["request"]["encryption_key"], handle=handle,
-                               name=local["name"], country=local["country"],
-                               organisation=local["organisation"], role=invite.role)
-        await self._append(network, relay, verifier, "add-member", {"member": record})
-        self.state.delete("invite", network, handle)
-        return {"handle": handle, "fingerprint": format_fingerprint(identity.fingerprint()),
-                "role": invite.role}
+        return relay, verifier, local, identity, item
 
     async def remove(self, network: str, handle: str) -> dict:
         row, relay, verifier = await self.connect(network)
@@ -174,6 +198,32 @@ class NetworksMixin(Core):
                  "fingerprint": format_fingerprint(m.identity_key.fingerprint()),
                  "encryption_key_version": m.encryption_key_version}
                 for m in sorted(verifier.roster.active().values(), key=lambda m: m.handle)]
+
+    async def set_relay_key(self, network: str, fingerprint: bytes) -> dict:
+        """Name the relay's new key in the log, after its operator rotated it (administrators).
+
+        ``fingerprint`` is the new key's fingerprint as the operator handed it over out
+        of band; the key itself is read from the relay and must match it.
+        """
+        row, relay = self.relay_for(network)
+        presented = IdentityPublicKey.from_b64(await relay.presented_key())
+        if presented.fingerprint() != fingerprint:
+            raise RelayMismatch(
+                f"the relay at {row.relay_url} presents key {format_fingerprint(presented.fingerprint())}, "
+                f"not the {format_fingerprint(fingerprint)} you were given",
+                hint="do not go on: check the fingerprint with the relay operator")
+        verifier = self._local_verifier(row)
+        relay = self.relay(row.relay_url, presented.b64())
+        relay.use_log(row.genesis_hash, verifier)
+        await self._authenticate(row, relay)
+        await self._sync(row, relay, verifier)
+        self._require_admin(verifier, network)
+        if verifier.roster.relay_key == presented:
+            raise ClientError(f"the {network} membership log already names this relay key")
+        await self._append(network, relay, verifier, "set-relay-key", {"relay_key": presented.b64()})
+        self.state.add_network(replace(row, relay_key=presented.b64()))
+        return {"network": network, "seq": verifier.seq,
+                "relay_fingerprint": format_fingerprint(presented.fingerprint())}
 
     # -- helpers ---------------------------------------------------------------
 

@@ -9,17 +9,38 @@ import json
 import re
 import sys
 import time
+import unicodedata
 from typing import Any, Callable
 
 import click
 
-# Terminal control characters in text from other members or the relay could
-# rewrite the screen; newlines and tabs are kept.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+#: shown as an escape (\x1b, \u202e), never passed to the terminal: control characters (a
+#: terminal obeys them), format characters (direction overrides and isolates, zero-width
+#: characters: they hide or reorder text), line and paragraph separators, surrogates
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+#: only characters outside printable ASCII need a closer look (fast for ordinary text)
+_NOT_PLAIN = re.compile(r"[^\x20-\x7e]")
+
+
+def escape(text: str, *, keep: str = "\n\t", also: str = "") -> str:
+    """``text`` with every character that could hide, reorder or rewrite what is shown
+    escaped, except those in ``keep``; the characters in ``also`` are escaped too."""
+    def replace(found: re.Match) -> str:
+        ch = found.group()
+        if ch in keep or (ch not in also and unicodedata.category(ch) not in _ESCAPED_CATEGORIES):
+            return ch
+        code = ord(ch)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+    return _NOT_PLAIN.sub(replace, text)
 
 
 def clean(text: Any) -> str:
-    return _CONTROL.sub("\N{REPLACEMENT CHARACTER}", str(text))
+    return escape(str(text))
+
+
+def display(text: Any, *, also: str = "") -> str:
+    """Text another member wrote, as one line: NFC-normalised, nothing hidden."""
+    return escape(unicodedata.normalize("NFC", str(text)), keep="", also=also)
 
 
 def emit_json(data: Any) -> None:

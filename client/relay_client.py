@@ -1,7 +1,8 @@
 """Low-level HTTP calls to a comity relay (the API in docs/relay-api.md).
 
-Every answer that carries a relay signature is checked against the pinned
-relay key before it is returned; nothing here trusts the relay's word.
+Every answer that carries a relay signature is checked before it is returned
+against the relay keys the network's verified membership log names
+(``use_log``); nothing here trusts the relay's word.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 
+from keys.constants import MAX_MESSAGE_BYTES
 from keys.encoding import b64d, b64e, parse
 from keys.envelope import envelope_hash
 from keys.errors import KeysError
 from keys.identity import IdentityKey, IdentityPublicKey, format_fingerprint
-from keys.receipts import verify_relay_receipt
+from keys.log import LogVerifier
+from keys.receipts import check_relay_receipt, verify_relay_receipt
 
 from .errors import RelayMismatch, RelayRefused, RelayUnreachable, TrustError
 from .freshness import chained_acceptance
@@ -27,6 +30,18 @@ UPLOAD_PIECE = 8 * 1024 * 1024
 TIMEOUT = aiohttp.ClientTimeout(total=None, connect=15, sock_read=120)
 #: re-authenticate when the bearer token has less than this left (seconds)
 TOKEN_MARGIN = 60
+#: the largest JSON answer a relay may send: fetching an envelope whose ciphertext is at the
+#: protocol's ceiling (MAX_MESSAGE_BYTES of plaintext, as base64: 4 characters per 3 bytes),
+#: plus the rest of that answer (header, tag, 500 wrapped keys of about 1.6 KB, 1000 blob ids,
+#: the relay's receipt: about 1.2 MB) or a full log page (500 entries, about 2 MB)
+ANSWER_OVERHEAD = 4 * 1024 * 1024
+MAX_ANSWER_BYTES = 4 * -(-MAX_MESSAGE_BYTES // 3) + ANSWER_OVERHEAD
+#: an error answer is one short JSON object; a longer one is read no further
+MAX_ERROR_BYTES = 64 * 1024
+#: bytes read from the connection at a time
+READ_PIECE = 256 * 1024
+#: answers are taken as sent: a small compressed answer could inflate past any limit
+IDENTITY = "identity"
 
 
 class RelayClient:
@@ -35,7 +50,7 @@ class RelayClient:
         self.session = session
         self.relay_key = relay_key          # pinned b64 public key, or None before pinning
         self._tokens: dict[tuple[str, str], tuple[str, int]] = {}   # -> (token, expires)
-        self._key_checked = False
+        self._logs: dict[str, LogVerifier] = {}   # b64 genesis hash -> that network's verified log
         #: the signed head of the last log page served per network (client/freshness.py checks it)
         self.served_heads: dict[str, Any] = {}
 
@@ -46,28 +61,52 @@ class RelayClient:
 
     async def _request(self, method: str, path: str, *, json: Any = None, headers: dict | None = None,
                        expect: tuple[int, ...] = (200, 201, 202, 204), raw: bool = False, **kwargs):
+        # aiohttp would otherwise ask for gzip and inflate the answer before any limit applies.
+        headers = {**(headers or {}), "Accept-Encoding": IDENTITY}
         try:
-            response = await self.session.request(method, self.url + path, json=json,
-                                                  headers=headers, timeout=TIMEOUT, **kwargs)
+            response = await self.session.request(method, self.url + path, json=json, headers=headers,
+                                                  timeout=TIMEOUT, auto_decompress=False, **kwargs)
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as exc:
             raise RelayUnreachable(f"cannot reach the relay at {self.url}: {_reason(exc)}",
                                    hint="check the address and your connection, then run the command again") from None
+        encoding = response.headers.get("Content-Encoding", IDENTITY).strip().lower()
+        if encoding != IDENTITY:
+            response.close()
+            raise TrustError(f"the relay at {self.url} sent an encoded answer "
+                             f"(Content-Encoding: {_printable(encoding)[:40]}): refused")
         if raw and response.status in expect:
             return response
-        try:
-            body = await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise RelayUnreachable(f"the connection to {self.url} dropped: {_reason(exc)}") from None
-        finally:
-            response.release()
-        if response.status not in expect:
-            raise _refusal(response.status, body)
+        ok = response.status in expect
+        body = await self._read(response, MAX_ANSWER_BYTES if ok else MAX_ERROR_BYTES)
+        if not ok:
+            raise _refusal(response.status, body or b"")
+        if body is None:
+            raise TrustError(f"the relay at {self.url} sent an answer larger than {MAX_ANSWER_BYTES} bytes, "
+                             "the most it may send: refused")
         if not body:
             return response
         try:
             return parse(body)
         except KeysError:
             raise TrustError(f"the relay at {self.url} sent an answer that is not valid JSON") from None
+
+    async def _read(self, response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+        """The answer's body, or None if it is longer than ``limit`` (then read no further)."""
+        try:
+            if response.content_length is not None and response.content_length > limit:
+                response.close()
+                return None
+            body = bytearray()
+            async for piece in response.content.iter_chunked(READ_PIECE):
+                body += piece
+                if len(body) > limit:
+                    response.close()     # drop the connection: the rest is never read
+                    return None
+            return bytes(body)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise RelayUnreachable(f"the connection to {self.url} dropped: {_reason(exc)}") from None
+        finally:
+            response.release()
 
     async def _authed(self, network: str, handle: str, method: str, path: str, **kwargs):
         headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {self._tokens[(network, handle)][0]}"}
@@ -84,11 +123,24 @@ class RelayClient:
                 hint="someone may be impersonating the relay; ask your administrator")
         return info
 
-    async def check_key(self) -> None:
-        """Once per client: refuse a relay at this URL that does not hold the pinned key."""
-        if not self._key_checked:
-            await self.info()
-            self._key_checked = True
+    async def presented_key(self) -> str:
+        """The key the relay at this URL says it holds, asked afresh each time (the operator
+        may rotate it while a client runs).
+
+        Anyone can present any public key: it counts only once the network's signed
+        membership log names it (client/core.py ``connect``).
+        """
+        answer = await self._request("GET", "/v1/relay")
+        key = answer.get("relay_key") if isinstance(answer, dict) else None
+        try:
+            IdentityPublicKey.from_b64(key)
+        except KeysError:
+            raise TrustError(f"the relay at {self.url} presents no valid relay key") from None
+        return key
+
+    def use_log(self, genesis_hash: str, verifier: LogVerifier) -> None:
+        """Check this network's relay receipts against the relay keys its verified log names."""
+        self._logs[genesis_hash] = verifier
 
     async def create_network(self, token: str, genesis: dict) -> dict:
         return await self._request("POST", "/v1/networks", json={"token": token, "genesis": genesis})
@@ -156,10 +208,23 @@ class RelayClient:
     # -- messages -----------------------------------------------------------------
 
     def check_receipt(self, receipt: dict) -> dict:
+        """Verify a relay receipt under a relay key its network's log names for its time.
+
+        A stored receipt may be older than the relay's current key (a retried
+        submission returns the first receipt), so any key the log named counts, as
+        long as it had not been replaced before the receipt's time.
+        """
         try:
-            return verify_relay_receipt(receipt, IdentityPublicKey.from_b64(self.relay_key))
+            check_relay_receipt(receipt)
+            verifier = self._logs.get(receipt["network"])
+            if verifier is None:
+                raise TrustError("the relay sent a receipt for a network this client has not verified")
+            key = IdentityPublicKey.from_b64(receipt["relay_key"])
+            verifier.check_relay_key(key, receipt["time"])
+            return verify_relay_receipt(receipt, key)
         except KeysError as exc:
-            raise TrustError(f"the relay's receipt does not verify against the pinned relay key: {exc.message}") from None
+            raise TrustError("the relay's receipt does not verify against the relay keys the "
+                             f"membership log names: {exc.message}") from None
 
     async def submit(self, network: str, handle: str, envelope: dict) -> dict:
         answer = await self._authed(network, handle, "POST", f"/v1/networks/{network}/messages",
@@ -221,20 +286,34 @@ class RelayClient:
         return int(response.headers["Upload-Offset"])
 
     async def download(self, network: str, handle: str, blob_id: str, start: int,
-                       sink: Callable[[bytes], None]) -> int:
-        """Stream the blob from ``start`` into ``sink``; returns bytes received."""
+                       sink: Callable[[bytes], None], *, limit: int) -> int:
+        """Stream the blob from ``start`` into ``sink``, at most ``limit`` bytes; returns bytes received.
+
+        A relay that sends more than ``limit`` is refused (TrustError) at the first byte
+        too many: what it sent beyond is never passed to ``sink``.
+        """
         headers = {"Authorization": f"Bearer {self._tokens[(network, handle)][0]}"}
         if start:
             headers["Range"] = f"bytes={start}-"
         response = await self._request("GET", f"/v1/networks/{network}/blobs/{blob_id}",
                                        headers=headers, expect=(200, 206), raw=True)
+        too_much = TrustError(f"the relay at {self.url} sent more than the {limit} bytes asked for: refused")
         received = 0
         try:
-            async for chunk in response.content.iter_chunked(256 * 1024):
+            if start and response.status != 206:
+                raise TrustError(f"the relay at {self.url} sent the whole file when asked for its end: refused")
+            if response.content_length is not None and response.content_length > limit:
+                raise too_much
+            async for chunk in response.content.iter_chunked(READ_PIECE):
+                if received + len(chunk) > limit:
+                    raise too_much
                 sink(chunk)
                 received += len(chunk)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise RelayUnreachable(f"the download from {self.url} dropped: {_reason(exc)}") from None
+        except TrustError:
+            response.close()            # drop the connection: the rest is never read
+            raise
         finally:
             response.release()
         return received
@@ -273,6 +352,10 @@ def _fp(key_b64: str | None) -> str:
         return "(none)"
 
 
+def _printable(text: str) -> str:
+    return "".join(ch for ch in text if ch.isprintable())
+
+
 def _refusal(status: int, body: bytes) -> RelayRefused:
     try:
         data = parse(body)
@@ -282,5 +365,5 @@ def _refusal(status: int, body: bytes) -> RelayRefused:
     hints = {"not-a-member": "you may have been removed from this network",
              "rate-limited": "wait a moment and try again"}
     # The relay's message is untrusted text: printable characters only, bounded.
-    message = "".join(ch for ch in message if ch.isprintable())[:300]
+    message = _printable(message)[:300]
     return RelayRefused(f"the relay refused: {message}", code=code, status=status, hint=hints.get(code))

@@ -7,8 +7,9 @@ period, so messages sealed before the rotation still open, then it is
 destroyed (``prune_keys``): that is the forward secrecy.
 
 Identity keys: the member signs a ``rotate-identity-key`` entry with its old
-and new keys; an administrator countersigns it. Until then the new key waits
-in the keystore as ``pending_identity``.
+and new keys; an administrator countersigns the one whose new-key fingerprint
+the member confirmed out of band (several may wait: client/pending_rotations.py).
+Until then the new key waits in the keystore as ``pending_identity``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from keys.encoding import b64e
 from keys.errors import KeysError
 from keys.hpke import EncryptionKey
 from keys.identity import IdentityKey, format_fingerprint
-from keys.log import ENTRY_PURPOSE, make_entry, signed_content
+from keys.log import ENTRY_PURPOSE, entry_hash, make_entry, signed_content
 from keys.constants import ROLES
 
 from .core import KEY_LIFETIME, Core
-from .errors import ClientError, UsageError
+from .errors import ClientError, FingerprintMismatch, NothingWaiting, UsageError
 from .keystore import KeptKey
+from .pending_rotations import PendingRotation, check_listed, normalise_fingerprint
 
 #: warn this long before the encryption key reaches the network's maximum age
 WARN_AHEAD = 7 * 86400
@@ -95,23 +97,52 @@ class RotationMixin(Core):
                                created=kept.created, not_after=kept.not_after)
 
     def _promote_identity(self, network: str, entry: dict) -> None:
-        from keys.log import entry_hash
         self.state.add_log_entries(network, [(entry["seq"], b64e(entry_hash(entry)), entry)])
         self._adopt_pending_identity(entry["body"]["encryption_key"]["version"])
         for client in self._relays.values():
             client.forget_token(network, self.handle)
 
-    async def approve_rotation(self, network: str, handle: str) -> dict:
+    async def pending_rotations(self, network: str) -> list[PendingRotation]:
+        """Identity rotations waiting in ``network``, each checked here (administrators)."""
+        return (await self._listed_rotations(network))[2]
+
+    async def _listed_rotations(self, network: str):
         row, relay, verifier = await self.connect(network)
         self._require_admin(verifier, network)
-        item = next((r for r in await relay.rotations(network, self.handle) if r["handle"] == handle), None)
-        if item is None:
-            raise ClientError(f"no identity rotation from {handle} is waiting")
-        entry = item["entry"]
-        if entry.get("seq") != verifier.seq + 1:
-            raise ClientError(f"{handle}'s rotation was signed against an older log",
-                              hint=f"ask {handle} to run 'comity rotate --identity --network {network}' again")
-        signatures = list(entry.get("signatures", []))
+        return relay, verifier, check_listed(verifier, await relay.rotations(network, self.handle))
+
+    async def rotations_waiting(self, network: str, handle: str) -> list[PendingRotation]:
+        """The verified requests to rotate ``handle``'s identity key; NothingWaiting if none."""
+        return self._waiting(network, handle, (await self._listed_rotations(network))[2])
+
+    @staticmethod
+    def _waiting(network: str, handle: str, listed: list[PendingRotation]) -> list[PendingRotation]:
+        mine = [p for p in listed if p.handle == handle]
+        good = [p for p in mine if p.verified]
+        if good:
+            return good
+        if mine:
+            raise NothingWaiting(f"{handle}'s identity rotation cannot be approved: {mine[0].problem}",
+                                 hint=f"ask {handle} to run 'comity rotate --identity --network "
+                                      f"{network}' again")
+        raise NothingWaiting(f"no identity rotation from {handle} is waiting")
+
+    async def approve_rotation(self, network: str, handle: str, *, fingerprint: str) -> dict:
+        """Countersign the request to rotate ``handle`` onto the key with ``fingerprint`` (the
+        one the member read out of band) and append it. Never picks among competing requests:
+        none with that fingerprint is FingerprintMismatch, and nothing is signed."""
+        wanted = normalise_fingerprint(fingerprint)
+        relay, verifier, listed = await self._listed_rotations(network)
+        waiting = self._waiting(network, handle, listed)
+        chosen = next((p for p in waiting if p.fingerprint == wanted), None)
+        if chosen is None:
+            raise FingerprintMismatch(
+                f"no identity rotation from {handle} to fingerprint {wanted} is waiting: "
+                "nothing was signed",
+                hint=f"compare the fingerprint with {handle} again; 'comity pending --network "
+                     f"{network}' lists the ones waiting")
+        entry = chosen.entry
+        signatures = list(entry["signatures"])
         signatures.append({"key": self.identity.public.b64(),
                            "sig": self.identity.sign_b64(ENTRY_PURPOSE, signed_content(entry))})
         entry = {**entry, "signatures": sorted(signatures, key=lambda s: s["key"])}
@@ -120,11 +151,14 @@ class RotationMixin(Core):
         except KeysError as exc:
             self._verifiers.pop(network, None)
             raise ClientError(f"refusing {handle}'s rotation: {exc.message}") from None
-        await relay.append_log(network, self.handle, entry)
-        from keys.log import entry_hash
+        try:
+            await relay.append_log(network, self.handle, entry)
+        except Exception:
+            self._verifiers.pop(network, None)    # resync from the relay next time
+            raise
         self.state.add_log_entries(network, [(entry["seq"], b64e(entry_hash(entry)), entry)])
-        member = verifier.roster.member(handle)
-        return {"handle": handle, "fingerprint": format_fingerprint(member.identity_key.fingerprint())}
+        return {"handle": handle, "fingerprint": chosen.fingerprint, "id": chosen.id,
+                "competing": sorted({p.fingerprint for p in waiting} - {chosen.fingerprint})}
 
     # -- roles ----------------------------------------------------------------------
 

@@ -248,6 +248,3 @@ class LocalState:
 
     def delete(self, kind: str, network: str, row_id: str) -> None:
         self.db.execute("DELETE FROM sealed WHERE kind = ? AND network = ? AND id = ?", [kind, network, row_id])
-
-    def blob_path(self, blob_id: str) -> Path:
-        return self.blob_dir / blob_id

@@ -106,9 +106,9 @@ class Watcher:
                             break
                         if frame.type != aiohttp.WSMsgType.TEXT:
                             continue
-                        event = json.loads(frame.data)
+                        event = _event(frame.data)
                         if event.get("type") == "revoked":
-                            raise NotAMember(f"you were removed from {network} (or your key was replaced)")
+                            await self._check_membership(network)
                         if event.get("type") in ("message", "status", "hello"):
                             await self._catch_up(network)
                 # The socket closed: the relay restarted or the network dropped.
@@ -132,6 +132,17 @@ class Watcher:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except asyncio.TimeoutError:
                 pass
+
+    async def _check_membership(self, network: str) -> None:
+        """A ``revoked`` event is unsigned, so only a hint: the verified log decides.
+
+        ``connect`` replays the log and raises NotAMember if it says we were removed or
+        our key replaced (the watcher then stops); otherwise we keep watching.
+        """
+        async with self._lock:
+            await self.client.connect(network)
+        self.say(f"{network}: the relay said you were removed, but the verified membership log "
+                 "says you are a member: still watching")
 
     async def _idle(self, network: str) -> None:
         async with self._lock:
@@ -202,3 +213,12 @@ class Watcher:
         destroyed = self.client.destroy_expired_keys()
         if destroyed:
             self.say(f"destroyed old encryption key version(s) {', '.join(map(str, destroyed))}")
+
+
+def _event(text: str) -> dict:
+    """A push event; anything that is not a JSON object is no event (the relay's word is a hint)."""
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return {}
+    return event if isinstance(event, dict) else {}

@@ -43,8 +43,8 @@ from .staleness import Change, acceptance_for, check_signer, check_wrap, stale_c
 # ``open`` is left out so that a star import cannot shadow the builtin: call envelope.open.
 __all__ = [
     "MESSAGE_PURPOSE", "OpenedMessage", "check_envelope_shape", "check_headers",
-    "check_manifest", "check_payload", "envelope_hash", "header_view", "normalise_headers",
-    "payload_hash", "seal",
+    "check_manifest", "check_payload", "decrypt_with_content_key", "envelope_hash", "header_view",
+    "normalise_headers", "payload_hash", "seal", "seal_keeping_key",
 ]
 
 #: signature purpose of a signed payload: signing input starts ``comity/v1/message\\x00``
@@ -104,15 +104,32 @@ def seal(sender: IdentityKey, sender_handle: str, roster: Roster, recipients: It
     duplicated or oversized recipient list, invalid headers or manifest, and a
     message larger than the network policy allows.
     """
-    return _seal_from_parts(
+    envelope, signed, _ = seal_keeping_key(sender, sender_handle, roster, recipients, headers,
+                                           body, manifest, created=created)
+    return envelope, signed
+
+
+def seal_keeping_key(sender: IdentityKey, sender_handle: str, roster: Roster,
+                     recipients: Iterable[str], headers: Mapping[str, Any], body: str,
+                     manifest: Iterable[Mapping[str, Any]] = (), *, created: int,
+                     ) -> tuple[dict[str, Any], dict[str, Any], bytes]:
+    """``seal``, also returning the content key: ``(envelope, signed_payload, content_key)``.
+
+    The sender keeps the key for evidence bundles (docs/evidence.md): with it a
+    verifier decrypts the very envelope the relay accepted. It opens this one
+    message and nothing else (attachments have keys of their own).
+    """
+    content_key = os.urandom(CONTENT_KEY_BYTES)
+    envelope, signed = _seal_from_parts(
         sender, sender_handle, roster, recipients, headers, body, manifest, created=created,
         # 128 random bits: ids never collide across every message a network will send.
         message_id=new_message_id(),
-        content_key=os.urandom(CONTENT_KEY_BYTES),
+        content_key=content_key,
         # XChaCha20 takes a 192-bit nonce, so a random one never repeats in practice;
         # and each content key encrypts exactly one plaintext anyway.
         nonce=os.urandom(NONCE_BYTES),
     )
+    return envelope, signed, content_key
 
 
 def _seal_from_parts(sender: IdentityKey, sender_handle: str, roster: Roster,
@@ -208,6 +225,29 @@ def _encrypt(view: dict[str, Any], plaintext: bytes,
 
 # -- opening ------------------------------------------------------------------
 
+def _decrypt(envelope: Mapping[str, Any], content_key: bytes) -> bytes:
+    """The AEAD step of opening: the plaintext, or one opaque ``DecryptionError``."""
+    if not isinstance(content_key, bytes) or len(content_key) != CONTENT_KEY_BYTES:
+        raise DecryptionError(reason="decryption-failed")
+    try:
+        return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            b64d(envelope["ciphertext"]), canonical(header_view(envelope)),
+            b64d(envelope["nonce"]), content_key)
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        raise DecryptionError(reason="decryption-failed") from None
+
+
+def decrypt_with_content_key(envelope: Any, content_key: bytes) -> bytes:
+    """The plaintext of ``envelope`` under its content key, as an evidence bundle carries it.
+
+    For a valid message that is ``canonical(signed payload)``; comparing the two
+    proves the envelope the relay accepted holds exactly that signed message.
+    Raises ``EnvelopeError`` for a malformed envelope, ``DecryptionError`` otherwise.
+    """
+    check_envelope_shape(envelope)
+    return _decrypt(envelope, content_key)
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class OpenedMessage:
     """A message whose decryption, signature and roster checks all passed."""
@@ -264,7 +304,7 @@ def open(envelope: Any, *, recipient_handle: str,
     ``latest``, our newest roster, if given, holds the message to what we know
     now (keys/staleness.py): a sender removed or an identity key replaced since
     the head it named counts only if ``acceptance`` (the relay's
-    submission-accepted receipt, checked under the pinned ``relay_key``) shows
+    submission-accepted receipt, checked under ``relay_key``, the relay's key) shows
     the message reached the relay before that entry; content wrapped to a key
     we had retired is refused; other changes the sender missed are returned in
     ``stale``. ``now`` (our clock) bounds how old such an acceptance may be.
@@ -286,13 +326,7 @@ def open(envelope: Any, *, recipient_handle: str,
     view = header_view(envelope)
     content_key = key.open(b64d(wrap["sealed"]), _wrap_info(
         view["id"], recipient_handle, view["network"], wrap["key_version"]))
-    if len(content_key) != CONTENT_KEY_BYTES:
-        raise DecryptionError(reason="decryption-failed")
-    try:
-        plaintext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            b64d(envelope["ciphertext"]), canonical(view), b64d(envelope["nonce"]), content_key)
-    except (nacl.exceptions.CryptoError, ValueError, TypeError):
-        raise DecryptionError(reason="decryption-failed") from None
+    plaintext = _decrypt(envelope, content_key)
 
     try:
         signed = parse(plaintext)

@@ -37,6 +37,7 @@ class _Change:
     member: Member | None = None
     policy: Policy | None = None
     network: str | None = None
+    relay_key: IdentityPublicKey | None = None
 
 
 # -- the verifier -------------------------------------------------------------
@@ -60,6 +61,10 @@ class LogVerifier:
         self._admins: set[str] = set()               # active admins now
         self._policy_seqs: list[int] = []
         self._policies: list[Policy] = []
+        # every relay key the log named, in order, with the seq and time of the entry naming it
+        self._relay_seqs: list[int] = []
+        self._relay_times: list[int] = []
+        self._relay_keys: list[IdentityPublicKey] = []
         self._current: Roster | None = None          # cached roster at self.seq
 
     @property
@@ -87,9 +92,30 @@ class LogVerifier:
             seqs, versions = self._history[handle]
             members[handle] = versions[bisect_right(seqs, seq) - 1]
         policy = self._policies[bisect_right(self._policy_seqs, seq) - 1]
+        relay_key = self._relay_keys[bisect_right(self._relay_seqs, seq) - 1]
         return Roster(network=self._network, genesis_hash=self._hashes[0], seq=seq,
                       head_hash=self._hashes[seq], policy=policy, members=members,
-                      time=self._times[seq])
+                      relay_key=relay_key, time=self._times[seq])
+
+    def check_relay_key(self, key: IdentityPublicKey, time: int) -> int:
+        """Whether ``key`` may sign a relay statement (receipt, status) dated ``time``.
+
+        It may if this log names it as the network's relay key (in genesis or a
+        set-relay-key entry) and no entry dated before ``time`` replaced it. There is
+        no lower bound: a relay may start signing with a new key before an admin
+        records it. Returns the seq that named the key; raises ``LogError``
+        (``unknown-relay-key``, ``retired-relay-key``). Rule: docs/protocol.md §4.
+        """
+        for index, named in enumerate(self._relay_keys):
+            if named != key:
+                continue
+            if index + 1 < len(self._relay_keys) and time > self._relay_times[index + 1]:
+                raise _refuse("retired-relay-key", f"relay key {format_fingerprint(key.fingerprint())} "
+                              f"was replaced at log entry {self._relay_seqs[index + 1]}, before this "
+                              "statement's time: the old key can no longer vouch for anything")
+            return self._relay_seqs[index]
+        raise _refuse("unknown-relay-key", f"relay key {format_fingerprint(key.fingerprint())} is "
+                      "not named by this network's membership log")
 
     def _check_seq(self, seq: int) -> None:
         if not _is_int(seq) or not 0 <= seq <= self.seq:
@@ -107,6 +133,17 @@ class LogVerifier:
         rule = self._RULES[entry["kind"]]
         change = rule(self, seq, entry["time"], entry["body"], signers)
         self._commit(seq, digest, entry["time"], change)
+
+    def check_rotation_request(self, entry: dict) -> IdentityPublicKey:
+        """Check a ``rotate-identity-key`` entry still waiting for an admin's signature, as the
+        next entry, and return its new identity key. Every rule of ``append`` holds except
+        that the admin's signature may be missing; nothing changes."""
+        if not isinstance(entry, dict) or entry.get("kind") != "rotate-identity-key":
+            raise _bad("a rotation request is a rotate-identity-key entry")
+        seq, _, signers = self._check_frame(entry)
+        change = self._rotate_identity_key(seq, entry["time"], entry["body"], signers,
+                                           admin_to_come=True)
+        return change.member.identity_key
 
     def _check_frame(self, entry: Any) -> tuple[int, bytes, Signers]:
         """Shape, chain, time and signatures: every rule that does not depend on the kind."""
@@ -216,15 +253,16 @@ class LogVerifier:
     # -- one method per kind: check the body and signers, return the change ------
 
     def _genesis(self, seq: int, time: int, body: dict, signers: Signers) -> _Change:
-        _fields(body, {"network", "policy", "admin"}, "genesis body")
+        _fields(body, {"network", "policy", "admin", "relay_key"}, "genesis body")
         network = _handle(body["network"], "network name")
         policy = parse_policy(body["policy"])
         admin = _parse_member(body["admin"], seq, time)
+        relay_key = _identity(body["relay_key"])
         if admin.role != "admin":
             raise _bad("the genesis member must have role admin")
         if signers != (admin.identity_key,):
             raise _refuse("wrong-signer", "genesis must be signed by its admin's key alone")
-        return _Change(member=admin, policy=policy, network=network)
+        return _Change(member=admin, policy=policy, network=network, relay_key=relay_key)
 
     def _add_member(self, seq: int, time: int, body: dict, signers: Signers) -> _Change:
         self._require_admins(signers, "add-member")
@@ -261,6 +299,17 @@ class LogVerifier:
         _fields(body, {"policy"}, "set-policy body")
         return _Change(policy=parse_policy(body["policy"]))
 
+    def _set_relay_key(self, seq: int, time: int, body: dict, signers: Signers) -> _Change:
+        self._require_admins(signers, "set-relay-key")
+        _fields(body, {"relay_key"}, "set-relay-key body")
+        relay_key = _identity(body["relay_key"])
+        # Never back to a retired key: it may have leaked, and naming it again would let it
+        # vouch for new receipts.
+        if relay_key in self._relay_keys:
+            raise _refuse("duplicate-key", "this relay key is, or was, the network's relay key: "
+                          "a new relay key must be one the log never named")
+        return _Change(relay_key=relay_key)
+
     def _rotate_encryption_key(self, seq: int, time: int, body: dict, signers: Signers) -> _Change:
         _fields(body, {"handle", "encryption_key"}, "rotate-encryption-key body")
         member = self._target(body["handle"])
@@ -272,7 +321,8 @@ class LogVerifier:
         version, key, not_after = _key_record(body["encryption_key"], member.identity_key, time)
         return _Change(member=_with_key(member, version, key, not_after))
 
-    def _rotate_identity_key(self, seq: int, time: int, body: dict, signers: Signers) -> _Change:
+    def _rotate_identity_key(self, seq: int, time: int, body: dict, signers: Signers, *,
+                             admin_to_come: bool = False) -> _Change:
         _fields(body, {"handle", "identity_key", "encryption_key"}, "rotate-identity-key body")
         member = self._target(body["handle"])
         new = _identity(body["identity_key"])
@@ -280,7 +330,8 @@ class LogVerifier:
             raise _refuse("duplicate-key", "the new identity key is, or was, a member's key: "
                           "generate a fresh one")
         # An admin rotating its own key needs no second admin: it already holds that power.
-        admin_signed = member.is_admin
+        # A request (check_rotation_request) is checked before an admin countersigns it.
+        admin_signed = member.is_admin or admin_to_come
         for key in [k for k in signers if k not in (member.identity_key, new)]:
             other = self._signer(key)
             if not other.is_admin:
@@ -294,7 +345,7 @@ class LogVerifier:
         return _Change(member=_with_key(replace(member, identity_key=new), version, key, not_after))
 
     _RULES = {"genesis": _genesis, "add-member": _add_member, "remove-member": _remove_member,
-              "set-role": _set_role, "set-policy": _set_policy,
+              "set-role": _set_role, "set-policy": _set_policy, "set-relay-key": _set_relay_key,
               "rotate-encryption-key": _rotate_encryption_key,
               "rotate-identity-key": _rotate_identity_key}
 
@@ -316,6 +367,10 @@ class LogVerifier:
             self._policies.append(change.policy)
         if change.network is not None:
             self._network = change.network
+        if change.relay_key is not None:
+            self._relay_seqs.append(seq)
+            self._relay_times.append(time)
+            self._relay_keys.append(change.relay_key)
         self._hashes.append(digest)
         self._times.append(time)
         self._last_time = time

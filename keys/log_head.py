@@ -6,8 +6,9 @@ Every page of the log the relay serves carries one (docs/protocol.md §4, "Signe
      "time": int, "relay_key": b64 Ed25519 key, "sig": b64}
 
 signed by the relay key under purpose ``log-head``. A client checks it against
-the relay key it pinned, that the entries it was served end exactly there, and
-that ``time`` is within ``HEAD_MAX_AGE`` (plus ``CLOCK_SKEW``) of its own clock.
+the relay's key (the one the membership log names), that the entries it was
+served end exactly there, and that ``time`` is within ``HEAD_MAX_AGE`` (plus
+``CLOCK_SKEW``) of its own clock.
 
 What it buys: a relay that hides the newest entries from a member must sign a
 fresh head that omits them. Once the member sees entry ``seq + 1`` dated more
@@ -76,10 +77,10 @@ def make_log_head(relay_key: IdentityKey, *, network: bytes, seq: int, head_hash
 
 
 def verify_log_head(record: Any, relay: IdentityPublicKey) -> dict:
-    """Shape, that ``relay`` (the pinned relay key) signed it, and the signature."""
+    """Shape, that ``relay`` (the relay key the client holds to) signed it, and the signature."""
     check_log_head(record)
     if b64d(record["relay_key"]) != relay.raw:
-        raise SignatureError("the log head was signed by another key than the pinned relay key",
+        raise SignatureError("the log head was signed by another key than the relay's",
                              reason="wrong-key")
     relay.verify(HEAD_PURPOSE, {k: v for k, v in record.items() if k != "sig"}, record["sig"])
     return record

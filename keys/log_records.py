@@ -30,7 +30,7 @@ HASH_BYTES = 32
 #: the Ed25519 work one hostile entry can demand
 MAX_SIGNATURES = 8
 
-ADMIN_KINDS = ("add-member", "remove-member", "set-role", "set-policy")
+ADMIN_KINDS = ("add-member", "remove-member", "set-role", "set-policy", "set-relay-key")
 KINDS = ("genesis", *ADMIN_KINDS, "rotate-encryption-key", "rotate-identity-key")
 
 Signers = tuple[IdentityPublicKey, ...]
@@ -112,8 +112,10 @@ def make_entry(prev: dict | bytes | None, seq: int, kind: str, body: dict, time:
 
 
 def make_genesis(admin_identity: IdentityKey, network: str, admin_member_record: dict,
-                 policy: dict, time: int) -> dict:
-    body = {"network": network, "policy": policy, "admin": admin_member_record}
+                 policy: dict, time: int, *, relay_key: IdentityPublicKey) -> dict:
+    """The first entry; ``relay_key`` is the key of the relay that will hold the network."""
+    body = {"network": network, "policy": policy, "admin": admin_member_record,
+            "relay_key": relay_key.b64()}
     return make_entry(None, 0, "genesis", body, time, [admin_identity])
 
 

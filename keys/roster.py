@@ -59,6 +59,9 @@ class Roster:
     head_hash: bytes              # hash of that entry
     policy: Policy
     members: Mapping[str, Member]  # every member ever added, removed ones included
+    #: the relay key the log names at ``seq`` (genesis or the latest set-relay-key entry);
+    #: None only in a roster built by hand rather than replayed from a log (tests)
+    relay_key: IdentityPublicKey | None = None
     time: int = 0                 # the `time` of entry `seq` (its signers' clock)
 
     def __post_init__(self) -> None:

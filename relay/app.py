@@ -76,8 +76,11 @@ IN_FLIGHT = web.AppKey("in_flight", InFlight)
 #: HTTP methods counted under their own name in /metrics; any other is "other"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
-_ANONYMOUS = frozenset({"/v1/networks", "/v1/networks/{network}/auth/challenge",
-                        "/v1/networks/{network}/auth/token", "/v1/networks/{network}/enrollments"})
+#: unauthenticated POSTs that spend the client address's budget up front. Not the auth routes:
+#: a challenge is derived, not stored, and costs an HMAC; a token request spends the budget
+#: only if it fails (relay/handlers/session.py), so a flood from a member's address (a shared
+#: NAT, a proxy) cannot keep the member from logging in.
+_ANONYMOUS = frozenset({"/v1/networks", "/v1/networks/{network}/enrollments"})
 
 
 def _wire_error(request: web.Request, exc: Exception) -> web.Response:

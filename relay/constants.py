@@ -16,21 +16,24 @@ MAX_LOG_PAGE = 500
 MAX_MAILBOX_PAGE = 500
 
 CREATION_TOKEN_TTL = 24 * HOUR
+#: how long a challenge may be answered; a used one is remembered that long (relay/auth.py)
 CHALLENGE_TTL = 2 * MINUTE
-#: challenges one member may have outstanding at once (a client needs one)
-MAX_CHALLENGES_PER_MEMBER = 16
-#: challenges outstanding on the whole relay: bounds what unauthenticated callers can store
-MAX_OUTSTANDING_CHALLENGES = 100_000
 TOKEN_TTL = 15 * MINUTE
 INVITE_TTL = 14 * DAY
 ORPHAN_BLOB_TTL = 1 * DAY
-#: how often the relay sweeps expired envelopes, invites and orphan blobs
+#: identity rotations one member may have waiting at once: a retry or two, and room for a
+#: competing request to show up as a conflict; when full the next one is refused, never swapped in
+MAX_PENDING_ROTATIONS_PER_MEMBER = 4
+#: a rotation nobody approved within this long is dropped; the member signs again
+PENDING_ROTATION_TTL = 7 * DAY
+#: how often the relay sweeps expired envelopes, invites, rotations and orphan blobs
 SWEEP_INTERVAL = 60 * SECOND
 
 #: per-member request budget: RATE_BURST requests, refilled at RATE_PER_SECOND
 RATE_PER_SECOND = 200
 RATE_BURST = 400
-#: unauthenticated requests per client address (challenges, enrollments)
+#: per client address: unauthenticated requests that write (network creation, enrollments)
+#: and failed token requests; challenges and valid signatures spend none (relay/auth.py)
 ANON_RATE_PER_SECOND = 20
 ANON_RATE_BURST = 60
 

@@ -16,6 +16,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "bad-record": (400, "a signed record is malformed"),
     "bad-entry": (400, "the membership log entry was refused"),
     "bad-envelope": (400, "the envelope is malformed"),
+    "wrong-relay-key": (400, "the entry names another relay key than this relay's own"),
     "bad-range": (416, "the requested range is not satisfiable"),
     "unauthenticated": (401, "authentication required: send a valid bearer token"),
     "bad-token": (401, "the bearer token is invalid or expired: authenticate again"),
@@ -36,6 +37,8 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "log-conflict": (409, "the membership log moved on: fetch it and try again"),
     "message-id-reused": (409, "a different envelope was already submitted with this message id"),
     "bad-offset": (409, "the upload offset does not match what is stored: ask with HEAD and resume"),
+    "too-many-rotations": (409, "too many of your identity rotations are waiting: an administrator "
+                                "must approve one, or they expire"),
     "blob-in-use": (409, "the blob is incomplete, not yours, or already attached to another message"),
     "gone": (410, "the resource has expired"),
     "too-large": (413, "the request body is too large"),

@@ -1,7 +1,7 @@
 """The relay's own secrets, kept in its data folder.
 
-* ``relay.key``: the Ed25519 seed that signs submission and delivery receipts.
-  Clients pin its fingerprint from the invite code.
+* ``relay.key``: the Ed25519 seed that signs receipts and status statements.
+  Each network's membership log names its public key; clients pin it.
 * ``token.key``: the HMAC secret for bearer tokens (rotating it logs everyone out).
 
 Both are created on first start with mode 0600, written to a temporary name,

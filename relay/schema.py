@@ -170,8 +170,43 @@ CREATE TABLE auth_challenges (
 CREATE INDEX auth_challenges_expiry ON auth_challenges (expires_at);
 """
 
+_V4 = """
+-- Challenges are derived from a relay MAC and a time (relay/auth.py), not stored when issued:
+-- an anonymous flood of stored challenges locked members out. Only a challenge that a member's
+-- valid signature used is written down, so that it is used once; any worker can see it here.
+DROP TABLE auth_challenges;
+CREATE TABLE used_challenges (
+    network     TEXT NOT NULL,
+    handle      TEXT NOT NULL,
+    challenge   TEXT NOT NULL,          -- base64url, as sent
+    expires_at  INTEGER NOT NULL,       -- after this the challenge is refused by age anyway
+    PRIMARY KEY (network, handle, challenge)
+) WITHOUT ROWID;
+CREATE INDEX used_challenges_expiry ON used_challenges (expires_at);
+"""
+
+_V5 = """
+-- Every identity rotation waiting for an administrator, no longer one per member: a later
+-- request (perhaps by a thief holding the old key) must not replace the member's own, and
+-- competing requests must be visible. The rows of version 3 are dropped, not carried over:
+-- any of them may be such a replacement, and SQLite cannot compute their ids; members run
+-- 'comity rotate --identity' again (their client kept the new key).
+DROP TABLE pending_rotations;
+CREATE TABLE pending_rotations (
+    network       TEXT NOT NULL REFERENCES networks (name),
+    rotation_id   TEXT NOT NULL,        -- base64url SHA-256 of the entry as received (its entry hash)
+    handle        TEXT NOT NULL,
+    seq           INTEGER NOT NULL,     -- the log position it was signed for: stale once the log has it
+    entry         TEXT NOT NULL,        -- the partly signed rotate-identity-key entry, as received
+    submitted_at  INTEGER NOT NULL,
+    PRIMARY KEY (network, rotation_id)
+) WITHOUT ROWID;
+CREATE INDEX pending_rotations_by_member ON pending_rotations (network, handle, seq);
+CREATE INDEX pending_rotations_by_age ON pending_rotations (submitted_at);
+"""
+
 #: ``MIGRATIONS[i]`` upgrades a database from version ``i`` to ``i + 1``; append only
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 
 #: the version this release reads and writes
 SCHEMA_VERSION = len(MIGRATIONS)

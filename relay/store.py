@@ -14,8 +14,9 @@ seconds chosen by the caller, so tests and sweeps control the clock.
 Refusals raise a ``StoreError`` subclass whose ``code`` is a wire error code
 of relay/errors.py, so the HTTP layer maps them in one place with
 ``RelayError(exc.code, exc.message)``. A ``ValueError`` means the caller broke
-the contract (a bug, not a client error). Row types and refusals are in relay/store_types.py. Tables and the durability argument:
-docs/relay-storage.md.
+the contract (a bug, not a client error). Row types and refusals are in relay/store_types.py;
+pending identity rotations in relay/store_rotations.py (mixed in). Tables and the durability
+argument: docs/relay-storage.md.
 """
 
 from __future__ import annotations
@@ -27,19 +28,20 @@ import sqlite3
 from typing import Callable, Iterable, Mapping
 
 from .db import Database, SchemaError, StoreError, Unavailable
+from .store_rotations import RotationStore, forget_stale_rotations
 from .store_types import (AuditEvent, BadCreationToken, Blob, BlobUnusable, Conflict,  # noqa: F401
                           EnrollmentExists, Enrollment, Expired, Forbidden, Gone, Invite, LogConflict,
                           LogEntry, MailboxItem, Message, MessageIdReused, MessageStatus, Network,
                           NetworkExists, NoBlob, NoInvite, NoMessage, NoNetwork, NotFound,
-                          RecipientStatus, StoredCounts, TooManyChallenges)
+                          PendingRotation, RecipientStatus, StoredCounts, TooManyRotations)
 
 __all__ = [
     "Store", "StoreError", "Unavailable", "SchemaError", "NotFound", "NoNetwork", "NoMessage",
     "NoInvite", "NoBlob", "Conflict", "NetworkExists", "LogConflict", "MessageIdReused",
     "EnrollmentExists", "BlobUnusable", "Gone", "Forbidden", "BadCreationToken",
-    "TooManyChallenges",
+    "TooManyRotations",
     "Network", "LogEntry", "Invite", "Enrollment", "MailboxItem", "Message", "RecipientStatus",
-    "MessageStatus", "Expired", "Blob", "AuditEvent", "StoredCounts",
+    "MessageStatus", "Expired", "Blob", "AuditEvent", "StoredCounts", "PendingRotation",
 ]
 
 #: page size when the caller gives none; handlers clamp pages to relay.constants limits
@@ -76,18 +78,6 @@ def _consume_token(db, network: str, token_hash: str, now: int) -> bool:
     return cur.rowcount == 1
 
 
-def _add_challenge(db, network, handle, challenge, expires_at, per_member, total) -> None:
-    mine = db.execute("SELECT count(*) FROM auth_challenges WHERE network = ? AND handle = ?",
-                      [network, handle]).fetchone()[0]
-    if mine >= per_member:
-        raise TooManyChallenges(f"{handle} has {mine} challenges outstanding: use one, or wait "
-                                "for them to expire")
-    if db.execute("SELECT count(*) FROM auth_challenges").fetchone()[0] >= total:
-        raise TooManyChallenges("too many challenges outstanding: retry shortly")
-    db.execute("INSERT INTO auth_challenges (network, handle, challenge, expires_at) "
-               "VALUES (?, ?, ?, ?)", [network, handle, challenge, expires_at])
-
-
 def _create_network(db, name, genesis_hash, genesis_entry, created_at, token_hash) -> Network:
     if db.execute("SELECT 1 FROM networks WHERE name = ?", [name]).fetchone():
         raise NetworkExists(f"a network named {name!r} already exists")
@@ -116,6 +106,8 @@ def _append_log_entry(db, network, seq, entry_hash, entry) -> LogEntry:
                           head_seq=head.seq)
     db.execute("INSERT INTO log_entries (network, seq, entry_hash, entry) VALUES (?, ?, ?, ?)",
                [network, seq, entry_hash, entry])
+    # In the same transaction: no rotation signed for this position can be listed afterwards.
+    forget_stale_rotations(db, network, seq)
     return LogEntry(seq, entry_hash, entry)
 
 
@@ -393,7 +385,7 @@ def _rows(db, sql, params, make):
 
 # -- the interface --------------------------------------------------------------------------------
 
-class Store:
+class Store(RotationStore):
     """All relay state. Open with ``await Store.open(path)``; close with ``await store.close()``."""
 
     def __init__(self, db: Database):
@@ -425,28 +417,30 @@ class Store:
         return await self.db.write(lambda db: db.execute(
             "DELETE FROM creation_tokens WHERE expires_at <= ?", [now]).rowcount)
 
-    # authentication challenges
+    # authentication challenges used by a valid signature
 
-    async def add_challenge(self, network: str, handle: str, challenge: str, expires_at: int,
-                            *, per_member: int, total: int) -> None:
-        """Remember a challenge until ``expires_at``. Raises TooManyChallenges when
-        ``handle`` already has ``per_member`` outstanding or the relay ``total``."""
-        return await self.db.write(_add_challenge, network, handle, challenge, expires_at,
-                                   per_member, total)
-
-    async def take_challenge(self, network: str, handle: str, challenge: str, now: int) -> bool:
-        """Delete the challenge; True if it existed and had not expired (one use either way)."""
+    async def use_challenge(self, network: str, handle: str, challenge: str,
+                            expires_at: int) -> bool:
+        """Record that a member's valid signature used ``challenge``; False if it was already
+        (a replay). Kept until ``expires_at``: after that the challenge is refused by age."""
         def op(db):
-            row = db.execute("DELETE FROM auth_challenges WHERE network = ? AND handle = ? "
-                             "AND challenge = ? RETURNING expires_at",
-                             [network, handle, challenge]).fetchone()
-            return row is not None and row[0] >= now
+            # The primary key makes this atomic across workers: of two redemptions, one inserts.
+            return db.execute("INSERT OR IGNORE INTO used_challenges (network, handle, challenge, "
+                              "expires_at) VALUES (?, ?, ?, ?)",
+                              [network, handle, challenge, expires_at]).rowcount == 1
         return await self.db.write(op)
 
-    async def expire_challenges(self, now: int) -> int:
-        """Delete expired challenges; return how many."""
+    async def challenge_used(self, network: str, handle: str, challenge: str) -> bool:
+        """Whether a valid signature already used ``challenge`` (a read; ``use_challenge``
+        is what decides a race)."""
+        return await self.db.read(lambda db: db.execute(
+            "SELECT 1 FROM used_challenges WHERE network = ? AND handle = ? AND challenge = ?",
+            [network, handle, challenge]).fetchone() is not None)
+
+    async def expire_used_challenges(self, now: int) -> int:
+        """Forget used challenges that expired before ``now``; return how many."""
         return await self.db.write(lambda db: db.execute(
-            "DELETE FROM auth_challenges WHERE expires_at < ?", [now]).rowcount)
+            "DELETE FROM used_challenges WHERE expires_at < ?", [now]).rowcount)
 
     # networks and the membership log
 
@@ -722,23 +716,6 @@ class Store:
         ids = list(blob_ids)
         return await self.db.write(lambda db: db.conn.executemany(
             "DELETE FROM blobs WHERE blob_id = ? AND deleting = 1", [(i,) for i in ids]).rowcount)
-
-    # pending identity rotations
-
-    async def put_pending_rotation(self, network: str, handle: str, entry: str, at: int) -> None:
-        """Keep ``handle``'s partly signed identity rotation (replacing an older one)."""
-        await self.db.write(lambda db: db.execute(
-            "INSERT OR REPLACE INTO pending_rotations VALUES (?, ?, ?, ?)", [network, handle, entry, at]))
-
-    async def pending_rotations(self, network: str) -> list[tuple[str, str, int]]:
-        """``(handle, entry JSON, submitted_at)`` of every rotation waiting for an admin."""
-        return await self.db.read(lambda db: [tuple(r) for r in db.execute(
-            "SELECT handle, entry, submitted_at FROM pending_rotations WHERE network = ? ORDER BY handle",
-            [network]).fetchall()])
-
-    async def delete_pending_rotation(self, network: str, handle: str) -> None:
-        await self.db.write(lambda db: db.execute(
-            "DELETE FROM pending_rotations WHERE network = ? AND handle = ?", [network, handle]))
 
     # audit and metrics
 

@@ -38,12 +38,6 @@ class NoBlob(NotFound):
     code = "no-blob"
 
 
-class TooManyChallenges(StoreError):
-    """too many authentication challenges outstanding"""
-    code = "rate-limited"
-    headers = {"Retry-After": "5"}
-
-
 class Conflict(StoreError):
     """the request conflicts with what is stored"""
     code = "conflict"
@@ -72,6 +66,11 @@ class MessageIdReused(Conflict):
 class EnrollmentExists(Conflict):
     """a different enrollment request was already submitted for this invite"""
     code = "conflict"
+
+
+class TooManyRotations(Conflict):
+    """too many identity rotations of this member are waiting"""
+    code = "too-many-rotations"
 
 
 class BlobUnusable(Conflict):
@@ -120,6 +119,14 @@ class Invite(NamedTuple):
 class Enrollment(NamedTuple):
     invite: Invite
     request: str                    # the request JSON exactly as submitted
+    submitted_at: int
+
+
+class PendingRotation(NamedTuple):
+    rotation_id: str                # base64url entry hash of the entry as received
+    handle: str
+    seq: int                        # the log position it was signed for
+    entry: str                      # the partly signed entry JSON exactly as received
     submitted_at: int
 
 

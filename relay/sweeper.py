@@ -1,4 +1,4 @@
-"""The background sweep: retention, expired invites, orphan blobs, expired challenges.
+"""The background sweep: retention, expired invites and rotations, orphan blobs, used challenges past expiry.
 
 Runs every ``SWEEP_INTERVAL``. Each step is idempotent and crash-safe: the
 store marks rows before files are deleted, so a sweep cut short by a crash is
@@ -13,7 +13,7 @@ import logging
 from keys.encoding import b64e, canonical
 from keys.receipts import make_relay_receipt
 
-from .constants import ORPHAN_BLOB_TTL, SWEEP_INTERVAL
+from .constants import ORPHAN_BLOB_TTL, PENDING_ROTATION_TTL, SWEEP_INTERVAL
 
 log = logging.getLogger("comity.relay")
 
@@ -45,6 +45,7 @@ async def sweep_once(relay) -> dict:
             relay.hub.publish(item.network, message.sender, {"type": "status", "id": item.message_id})
             done["not_collected"] += 1
     done["invites"] = len(await relay.store.expire_invites(now))
+    await relay.store.expire_pending_rotations(now - PENDING_ROTATION_TTL)
     while True:
         claimed = await relay.store.claim_orphan_blobs(now - ORPHAN_BLOB_TTL)
         if not claimed:
@@ -54,7 +55,7 @@ async def sweep_once(relay) -> dict:
             relay.blob_pieces.pop(blob.blob_id, None)
         done["blobs"] += await relay.store.delete_blob_rows(b.blob_id for b in claimed)
     await relay.store.expire_creation_tokens(now)
-    await relay.store.expire_challenges(now)
+    await relay.store.expire_used_challenges(now)
     return done
 
 

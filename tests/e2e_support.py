@@ -333,6 +333,30 @@ def invite(admin: Member, network: str, handle: str, *options: str) -> str:
     return lines[0]
 
 
+def approve(admin: Member, network: str, member: Member, *options: str) -> Result:
+    """``comity approve`` with the fingerprint ``member`` reads out (from its own ``whoami``),
+    as an administrator approves after comparing it out of band."""
+    fingerprint = member.json("whoami")["fingerprint"]
+    return admin.run("approve", "--network", network, member.handle, "--fingerprint", fingerprint,
+                     *options)
+
+
+def make_network(relay_url: str, relay: RelayProcess, root: Path, handles: list[str], *,
+                 admin_handle: str = "secretariat", network: str = "refco") -> dict[str, Member]:
+    """A network at ``relay_url`` (the relay itself, or a proxy in front of it), made with the real
+    commands: the administrator creates it and invites, each member enrolls from its own
+    COMITY_HOME, the administrator approves with the fingerprint the member reads out."""
+    admin = Member(admin_handle, root / "homes" / admin_handle)
+    admin.run("network", "create", network, "--relay", relay_url, "--token", relay.token(network),
+              "--handle", admin_handle)
+    members = {admin_handle: admin}
+    for handle in handles:
+        member = members[handle] = Member(handle, root / "homes" / handle)
+        member.run("enroll", invite(admin, network, handle))
+        approve(admin, network, member)
+    return members
+
+
 def assert_one_error(result: Result, status: int = 1, *, contains: str = "") -> str:
     """``error: ...`` alone on stderr (maybe then one ``hint: ...``), no traceback, exit ``status``."""
     lines = result.error_lines()

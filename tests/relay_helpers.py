@@ -434,7 +434,7 @@ async def create_network(relay: RunningRelay, name: str = "refco", *, admin: str
     """Mint a creation token, post the genesis entry, authenticate the first admin."""
     first = Member.generate(admin, relay.now())
     genesis = make_genesis(first.identity, name, first.record("admin"),
-                           policy or default_policy(), relay.now())
+                           policy or default_policy(), relay.now(), relay_key=relay.state.key.public)
     token = await relay.creation_token(name)
     reply = await relay.post("/v1/networks", {"token": token, "genesis": genesis})
     assert reply.status == 201, reply

@@ -30,9 +30,10 @@ import aiohttp
 from keys.encoding import b64d, b64e
 from keys.envelope import seal
 from keys.hpke import EncryptionKey, make_key_record
-from keys.identity import IdentityKey
+from keys.identity import IdentityKey, IdentityPublicKey
 from keys.log import LogVerifier, default_policy, entry_hash, make_entry, make_genesis, member_record
 from relay.auth import AUTH_PURPOSE, auth_statement
+from relay.relaykey import RELAY_KEY_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 #: how long a relay may take to start (imports, key creation, database) on a loaded CI box
@@ -215,16 +216,22 @@ class Person:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+def relay_key_of(data_dir: Path) -> IdentityPublicKey:
+    """The public key of the relay serving ``data_dir`` (which its genesis must name)."""
+    seed = bytes.fromhex((data_dir / RELAY_KEY_FILE).read_text(encoding="ascii").strip())
+    return IdentityKey.from_seed(seed).public
+
+
 class Network:
     """A network with one admin (the first handle) and members; its log kept locally."""
 
-    def __init__(self, name: str, admin: str, *members: str) -> None:
+    def __init__(self, name: str, admin: str, *members: str, relay_key: IdentityPublicKey) -> None:
         self.name = name
         self.now = int(time.time())
         self.people = {handle: Person(handle) for handle in (admin, *members)}
         self.admin = self.people[admin]
         self.genesis = make_genesis(self.admin.identity, name, self.admin.record(self.now, "admin"),
-                                    default_policy(), self.now)
+                                    default_policy(), self.now, relay_key=relay_key)
         self.genesis_hash = entry_hash(self.genesis)
         self.entries = [self.genesis]
         for handle in members:

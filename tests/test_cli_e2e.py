@@ -79,7 +79,8 @@ def world(tmp_path_factory) -> World:
             w.enrolled[handle] = enrolled["fingerprint"]
         w.pending = admin.json("pending", "--network", NETWORK)
         for handle in PEOPLE:
-            approved = admin.run("approve", "--network", NETWORK, handle)
+            approved = admin.run("approve", "--network", NETWORK, handle,
+                                 "--fingerprint", w.enrolled[handle])
             assert approved.stdout.startswith(f"approved {handle} (member)")
         yield w
     finally:
@@ -103,13 +104,14 @@ def send(member: Member, *args: str, body: str = "body text", ok: bool = True) -
 
 
 def test_enrollment_shows_verified_pending_requests(world):
-    assert sorted(p["handle"] for p in world.pending) == sorted(PEOPLE)
-    for p in world.pending:
+    assert world.pending["rotations"] == []
+    assert sorted(p["handle"] for p in world.pending["enrollments"]) == sorted(PEOPLE)
+    for p in world.pending["enrollments"]:
         assert p["verified"] is True and p["problem"] is None
         assert p["fingerprint"] == world.enrolled[p["handle"]]
         assert (p["name"], p["country"]) == PEOPLE[p["handle"]]
         assert p["role"] == "member"
-    assert world.admin.json("pending", "--network", NETWORK) == []
+    assert world.admin.json("pending", "--network", NETWORK) == {"enrollments": [], "rotations": []}
 
 
 def test_invite_prints_the_code_alone(world):

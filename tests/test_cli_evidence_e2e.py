@@ -31,8 +31,9 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from .e2e_support import (COMITY, COMMAND_TIMEOUT, Member, RelayProcess, Result, assert_one_error,
-                          base_env, create_network, invite, kill_group, run_together, wait_until)
+from .e2e_support import (COMITY, COMMAND_TIMEOUT, Member, RelayProcess, Result, approve,
+                          assert_one_error, base_env, create_network, invite, kill_group,
+                          run_together, wait_until)
 
 NETWORK = "ejn-pilot"
 PEOPLE = ("alice", "bob", "carol", "dave")
@@ -65,7 +66,7 @@ def world(tmp_path_factory) -> World:
         codes = {h: invite(admin, NETWORK, h) for h in PEOPLE}
         run_together(*((w.member(h), ["enroll", codes[h]]) for h in PEOPLE))
         for handle in PEOPLE:
-            admin.run("approve", "--network", NETWORK, handle)
+            approve(admin, NETWORK, w.member(handle))
         yield w
     finally:
         relay.stop()
@@ -388,15 +389,15 @@ def test_identity_rotation_countersigned_by_an_admin_then_mail_flows_both_ways(w
     pending = dave.run("rotate", "--identity")
     new = pending.stdout.removeprefix("new identity key ").removesuffix(" is waiting for an administrator\n")
     assert new != pending.stdout and new != old, pending.stdout
-    assert "approve-rotation --network NAME YOUR-HANDLE" in pending.stderr
+    assert "approve-rotation --network NAME YOUR-HANDLE --fingerprint FPR" in pending.stderr
     # Until an administrator countersigns, the log still knows dave by the old key.
     assert {m["handle"]: m["fingerprint"] for m in admin.json("members", "--network", NETWORK)}["dave"] == old
 
-    approved = admin.run("approve-rotation", "--network", NETWORK, "dave")
+    approved = admin.run("approve-rotation", "--network", NETWORK, "dave", "--fingerprint", new)
     assert approved.stdout == f"dave now signs with {new}\n"
     assert {m["handle"]: m["fingerprint"] for m in admin.json("members", "--network", NETWORK)}["dave"] == new
-    assert_one_error(admin.run("approve-rotation", "--network", NETWORK, "dave", ok=False),
-                     contains="no identity rotation from dave")
+    assert_one_error(admin.run("approve-rotation", "--network", NETWORK, "dave", "--fingerprint", new,
+                               ok=False), contains="no identity rotation from dave")
 
     to_dave = send(admin, ["dave"], "to the new key", body="for dave")
     from_dave = send(dave, ["secretariat"], "from the new key", body="from dave")
@@ -479,7 +480,13 @@ def test_an_exported_bundle_verifies_offline_and_no_changed_copy_does(world):
     checked = verify_offline(str(bundle))
     assert checked.status == 0, checked.stdout + checked.stderr
     lines = checked.stdout.splitlines()
-    assert lines[-1] == "the bundle verifies" and all(line.startswith("ok   ") for line in lines[:-1]), lines
+    findings = [line for line in lines[:-1] if not line.startswith("for ")]
+    assert lines[-1] == "the bundle verifies" and all(line.startswith("ok   ") for line in findings), lines
+    for handle in ("alice", "bob"):        # then, per recipient, what is proven (no gap here)
+        assert f"for {handle}: proven: delivered to {handle}'s authenticated session at " in checked.stdout
+        assert f"for {handle}: proven: {handle}'s software verified and decrypted exactly this content" \
+            in checked.stdout
+    assert "NOT proven" not in checked.stdout
     assert signatures_failing_alone(bundle) == []
     fingerprint = admin.json("whoami")["networks"][0]["fingerprint"]
     text = checked.stdout
@@ -496,7 +503,8 @@ def test_an_exported_bundle_verifies_offline_and_no_changed_copy_does(world):
     assert as_json.status == 0
     report = json.loads(as_json.stdout)
     assert report["ok"] is True and report["network_fingerprint"] == fingerprint
-    assert [f["text"] for f in report["findings"]] == [line[5:] for line in lines[:-1]]
+    assert [f["text"] for f in report["findings"]] == [line[5:] for line in findings]
+    assert set(report["recipients"]) == {"alice", "bob"} and report["recipients"]["bob"]["acknowledged"]
     other = ("0" if fingerprint[0] != "0" else "1") + fingerprint[1:]
     wrong = verify_offline(str(bundle), "--network-fingerprint", other)
     assert wrong.status == 1 and "the bundle does NOT verify" in wrong.stdout

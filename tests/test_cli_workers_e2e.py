@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .e2e_support import (Member, RelayProcess, assert_one_error, create_network, invite,
+from .e2e_support import (Member, RelayProcess, approve, assert_one_error, create_network, invite,
                           kill, random_file, run_together, same_bytes, wait_until)
 
 NETWORK = "sahel"
@@ -41,7 +41,7 @@ def test_the_commands_work_against_a_relay_with_two_workers(tmp_path):
                  for h in members}
         run_together(*((members[h], ["enroll", codes[h]]) for h in members))
         for handle in members:
-            admin.run("approve", "--network", NETWORK, handle)
+            approve(admin, NETWORK, members[handle])
         alice, bob = members["alice"], members["bob"]
 
         hook, record = tmp_path / "register.py", tmp_path / "registered.txt"

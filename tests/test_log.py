@@ -190,6 +190,55 @@ def test_wrong_signer():
     refused(s, "wrong-signer")
 
 
+def test_a_rotation_request_is_checked_without_the_admin_signature():
+    s = base(); s.rotate_identity("bob")        # signed by bob's old and new keys only
+    verifier = verified(s, upto=-1)
+    before = state(verifier)
+    assert verifier.check_rotation_request(s.entries[-1]) == s.keys["bob"].public
+    assert state(verifier) == before            # a check, not an append
+    s = base(); s.rotate_identity("bob", new_signs=False)
+    with pytest.raises(LogError) as info:
+        verified(s, upto=-1).check_rotation_request(s.entries[-1])
+    assert info.value.reason == "wrong-signer"  # the new key must still prove possession
+    s = base(); stale = s.rotate_identity("bob"); s.entries.pop(); s.set_policy()
+    verifier = verified(s)
+    with pytest.raises(LogError) as info:
+        verifier.check_rotation_request(stale)
+    assert info.value.reason == "fork"          # it no longer follows the head
+    with pytest.raises(LogError) as info:
+        verifier.check_rotation_request(s.entries[-1])
+    assert info.value.reason == "bad-entry"     # not a rotation at all
+
+# -- the relay key ------------------------------------------------------------------
+
+def test_the_roster_names_the_relay_key_in_force_at_each_seq():
+    s = base()
+    first = s.relay_key.public
+    s.set_relay_key("relay#1")                  # seq 2
+    s.add("carol")                              # seq 3
+    verifier = verified(s)
+    assert [verifier.roster_at(n).relay_key for n in range(4)] == [first, first] + [s.relay_key.public] * 2
+
+
+def test_a_relay_key_vouches_only_until_the_entry_that_replaced_it():
+    s = base()
+    first = s.relay_key.public
+    named_at = s.time
+    s.set_relay_key("relay#1")                 # seq 2, one minute later
+    replaced_at = s.time
+    verifier = verified(s)
+    assert verifier.check_relay_key(first, named_at - 10**6) == 0     # no lower bound
+    assert verifier.check_relay_key(first, replaced_at) == 0          # the same second still counts
+    with pytest.raises(LogError) as info:
+        verifier.check_relay_key(first, replaced_at + 1)
+    assert info.value.reason == "retired-relay-key" and "replaced at log entry 2" in info.value.message
+    # The new key counts from before the entry too: the relay may start using it first.
+    assert verifier.check_relay_key(s.relay_key.public, named_at) == 2
+    with pytest.raises(LogError) as info:
+        verifier.check_relay_key(gen.relay("never named").public, named_at)
+    assert info.value.reason == "unknown-relay-key"
+
+
 def test_an_admin_rotates_its_identity_without_a_second_admin():
     s = base()
     s.rotate_identity("alice")
@@ -372,6 +421,8 @@ BODIES = {
     "set-policy": st.fixed_dictionaries(
         {name: st.integers(low, min(high, 2**40)) for name, (low, high) in POLICY_BOUNDS.items()}
     ).map(lambda p: {"policy": p}),
+    "set-relay-key": st.integers(0, 10**6).map(
+        lambda i: {"relay_key": gen.relay(f"prop {i}").public.b64()}),
 }
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 
+import pytest
+
 from keys.constants import DAY
-from keys.encoding import b64e
+from keys.encoding import b64d, b64e
 from keys.hpke import EncryptionKey, make_key_record
 from keys.identity import IdentityKey
-from relay.constants import CHALLENGE_TTL, MAX_CHALLENGES_PER_MEMBER, TOKEN_TTL
+from relay.auth import CHALLENGE_BYTES, Authenticator, RateLimiter
+from relay.constants import ANON_RATE_BURST, ANON_RATE_PER_SECOND, CHALLENGE_TTL, TOKEN_TTL
+from relay.errors import RelayError
 from tests.relay_helpers import (Member, authenticate, create_network, relay,  # noqa: F401
                                  sign_challenge, start_relay)
 
@@ -54,7 +60,8 @@ async def test_replayed_challenge_refused(relay):
     assert [(f[2], f[3]["reason"]) for f in failures] == [("ana", "bad-challenge")]
 
 
-async def test_failed_attempt_uses_the_challenge_up(relay):
+async def test_a_failed_attempt_leaves_the_challenge_to_the_member(relay):
+    """Only a valid signature uses a challenge up: a stranger's wrong guess cannot spoil it."""
     network = await create_network(relay)
     ana = network.admin
     value = await challenge(relay, network, "ana")
@@ -62,7 +69,8 @@ async def test_failed_attempt_uses_the_challenge_up(relay):
     assert (await post_token(relay, network, wrong)).error == "bad-signature"
     right = sign_challenge(relay, network, ana, value)
     reply = await post_token(relay, network, right)
-    assert (reply.status, reply.error) == (401, "bad-challenge")
+    assert reply.status == 200, reply
+    assert (await post_token(relay, network, right)).error == "bad-challenge"
 
 
 async def test_expired_challenge_refused(relay):
@@ -200,52 +208,193 @@ async def test_member_rate_limit(tmp_path):
         assert await mailbox(relay, network, bob) == 200
 
 
-async def test_anonymous_rate_limit(relay):
+async def test_challenges_spend_no_budget_and_store_nothing(relay):
+    """Anyone may ask for any number of challenges for a handle: the relay writes nothing and
+    the member still logs in (a flood used to fill a per-handle cap of 16: issue 9, break 6)."""
     network = await create_network(relay)
+    ana = network.admin
+    before = await relay.table_counts()
+    statuses = {(await relay.post(network.path + "/auth/challenge", {"handle": "ana"})).status
+                for _ in range(3 * ANON_RATE_BURST)}
+    assert statuses == {200}
+    assert await relay.table_counts() == before
+    await authenticate(relay, network, ana)
+    assert await mailbox(relay, network, ana) == 200
+
+
+async def test_failed_token_requests_spend_the_address_budget_valid_ones_do_not(relay):
+    network = await create_network(relay)
+    ana = network.admin
+    # A budget that does not refill while the test runs, so the counts are exact.
+    relay.state.anon_limiter = RateLimiter(ANON_RATE_PER_SECOND, ANON_RATE_BURST, clock=lambda: 0.0)
+    value = await challenge(relay, network, "ana")
+    wrong = sign_challenge(relay, network, ana, value, identity=IdentityKey.generate())
+    statuses = [(await post_token(relay, network, wrong)).status for _ in range(ANON_RATE_BURST + 5)]
+    assert statuses == [401] * ANON_RATE_BURST + [429] * 5
+    # Audited while the address had budget, not beyond: a flood writes a bounded number of rows.
+    failures = [e for e in await relay.audit_events() if e[0] == "auth-failed"]
+    assert len(failures) == ANON_RATE_BURST
+    reply = await post_token(relay, network, wrong)
+    assert (reply.status, reply.error, reply.headers["Retry-After"]) == (429, "rate-limited", "1")
+    # The same address, the budget spent: a valid signature still gets its token.
+    reply = await post_token(relay, network, sign_challenge(relay, network, ana, value))
+    assert reply.status == 200, reply
+    # Other unauthenticated writes share the spent budget.
+    reply = await relay.post(network.path + "/enrollments", {"request": {}})
+    assert (reply.status, reply.error) == (429, "rate-limited")
+
+
+async def test_anonymous_rate_limit(relay):
     statuses = set()
-    for n in range(100):
-        # A new handle each time: the per-member cap on challenges must not be what answers.
-        reply = await relay.post(network.path + "/auth/challenge", {"handle": f"user{n:03d}"})
+    for _ in range(3 * ANON_RATE_BURST):
+        reply = await relay.post("/v1/networks", {"genesis": {}, "token": "x"})
         statuses.add(reply.status)
         if reply.status == 429:
             assert reply.error == "rate-limited"
             break
-    assert statuses == {200, 429}
+    assert 429 in statuses and len(statuses) == 2, statuses
 
 
-async def test_challenges_outstanding_per_member_are_capped(relay):
+async def test_valid_signatures_spend_the_members_budget(tmp_path):
+    async with start_relay(tmp_path / "relay", rate_per_second=1, rate_burst=4) as relay:
+        network = await create_network(relay)
+        ana = network.admin
+        relay.state.member_limiter = RateLimiter(1, 4, clock=lambda: 0.0)   # no refill
+
+        def used(db):
+            return {row[0] for row in db.execute("SELECT challenge FROM used_challenges")}
+        before = await relay.store.db.read(used)
+        statuses = []
+        for _ in range(6):
+            value = await challenge(relay, network, "ana")
+            statuses.append((await post_token(relay, network,
+                                              sign_challenge(relay, network, ana, value))).status)
+        assert statuses == [200] * 4 + [429] * 2
+        # What the member's budget refused did not use the challenge up.
+        after = await relay.store.db.read(used)
+        assert value not in after and len(after - before) == 4
+
+
+async def test_replays_spend_the_address_budget_not_the_members(relay):
+    """Someone who saw a signed token request cannot lock the member out by resending it."""
     network = await create_network(relay)
     ana = network.admin
-    values = [await challenge(relay, network, "ana") for _ in range(MAX_CHALLENGES_PER_MEMBER)]
-    before = await relay.table_counts()
-    reply = await relay.post(network.path + "/auth/challenge", {"handle": "ana"})
-    assert (reply.status, reply.error) == (429, "rate-limited")
-    assert reply.headers["Retry-After"] == "5"
-    assert await relay.table_counts() == before
-    # The refusal took nothing away: an outstanding challenge still works, and frees a place.
-    reply = await post_token(relay, network, sign_challenge(relay, network, ana, values[3]))
+    relay.state.member_limiter = RateLimiter(1, 3, clock=lambda: 0.0)        # no refill
+    body = sign_challenge(relay, network, ana, await challenge(relay, network, "ana"))
+    reply = await post_token(relay, network, body)
     assert reply.status == 200, reply
-    await challenge(relay, network, "ana")
-    # Someone else's challenges are not counted against ana.
-    await challenge(relay, network, "bob")
+    ana.token = reply.json()["token"]
+    for _ in range(5):
+        reply = await post_token(relay, network, body)
+        assert (reply.status, reply.error) == (401, "bad-challenge")
+    assert await mailbox(relay, network, ana) == 200
 
 
-async def test_challenges_outstanding_on_the_relay_are_capped(relay, monkeypatch):
-    from relay.handlers import session
-    monkeypatch.setattr(session, "MAX_OUTSTANDING_CHALLENGES", 3)
+async def test_sweep_forgets_expired_used_challenges_only(relay):
     network = await create_network(relay)
-    for handle in ("ana", "bob", "carol"):
-        await challenge(relay, network, handle)
-    reply = await relay.post(network.path + "/auth/challenge", {"handle": "dave"})
-    assert (reply.status, reply.error) == (429, "rate-limited")
-
-
-async def test_sweep_deletes_expired_challenges_only(relay):
-    network = await create_network(relay)
-    await challenge(relay, network, "ana")
+    ana = network.admin
+    old = await challenge(relay, network, "ana")
+    assert (await post_token(relay, network, sign_challenge(relay, network, ana, old))).status == 200
     relay.clock.advance(CHALLENGE_TTL + 1)
     fresh = await challenge(relay, network, "ana")
+    assert (await post_token(relay, network, sign_challenge(relay, network, ana, fresh))).status == 200
     await relay.sweep()
     def op(db):
-        return [row[0] for row in db.execute("SELECT challenge FROM auth_challenges")]
+        return [row[0] for row in db.execute("SELECT challenge FROM used_challenges")]
     assert await relay.store.db.read(op) == [fresh]
+
+
+# -- the challenge itself: derived from a relay MAC and a time, never stored when issued --------
+
+SECRET = bytes(range(32))
+T0 = 1_700_000_000
+
+
+class FixedClock:
+    def __init__(self, now: int):
+        self.now = now
+
+    def __call__(self) -> float:
+        return float(self.now)
+
+
+def authenticator(now: int = T0, secret: bytes = SECRET) -> Authenticator:
+    return Authenticator(secret, clock=FixedClock(now))
+
+
+def refused(auth: Authenticator, network: str, handle: str, text: str) -> None:
+    with pytest.raises(RelayError) as caught:
+        auth.check_challenge(network, handle, text)
+    assert caught.value.code == "bad-challenge"
+
+
+def test_challenge_layout_from_fixed_parts():
+    """time (8 bytes big-endian) || nonce (16) || HMAC-SHA256 under the label, as documented."""
+    nonce = bytes(range(100, 116))
+    text, expires = authenticator()._challenge_from_parts("refco", "ana", T0, nonce)
+    raw = b64d(text)
+    head = T0.to_bytes(8, "big") + nonce
+    mac = hmac.new(SECRET, b"comity/v1/auth-challenge\x00" + head + b"refco\x00ana",
+                   hashlib.sha256).digest()
+    assert raw == head + mac and len(raw) == CHALLENGE_BYTES
+    assert expires == T0 + CHALLENGE_TTL
+
+
+def test_a_challenge_checks_out_for_its_network_and_handle_until_it_expires():
+    text, expires = authenticator().issue_challenge("refco", "ana")
+    for now in (T0, T0 + CHALLENGE_TTL):
+        found = authenticator(now).check_challenge("refco", "ana", text)
+        assert (found.text, found.raw, found.expires) == (text, b64d(text), expires)
+
+
+def test_expired_and_future_challenges_refused():
+    text, _ = authenticator().issue_challenge("refco", "ana")
+    refused(authenticator(T0 + CHALLENGE_TTL + 1), "refco", "ana", text)
+    refused(authenticator(T0 - 1), "refco", "ana", text)       # the clock was set back
+
+
+def test_challenge_for_another_handle_or_network_refused():
+    auth = authenticator()
+    text, _ = auth.issue_challenge("refco", "ana")
+    refused(auth, "refco", "bob", text)
+    refused(auth, "sahel", "ana", text)
+    # The separator keeps the split: "refc" + "oana" is not "refco" + "ana".
+    refused(auth, "refc", "oana", text)
+
+
+@pytest.mark.parametrize("change", ["mac", "time", "nonce"])
+def test_forged_challenge_refused(change):
+    auth = authenticator()
+    raw = bytearray(b64d(auth.issue_challenge("refco", "ana")[0]))
+    if change == "time":
+        raw[:8] = (T0 + 5).to_bytes(8, "big")            # still young enough: only the MAC tells
+    else:
+        raw[{"nonce": 8, "mac": CHALLENGE_BYTES - 1}[change]] ^= 1
+    refused(authenticator(T0 + 10), "refco", "ana", b64e(bytes(raw)))
+
+
+def test_challenge_from_another_secret_or_of_another_shape_refused():
+    text, _ = authenticator(secret=bytes(32)).issue_challenge("refco", "ana")
+    refused(authenticator(), "refco", "ana", text)
+    mine, _ = authenticator().issue_challenge("refco", "ana")
+    for bad in (mine[:-2], mine + "AA", b64e(os.urandom(32)), "", "not base64!"):
+        refused(authenticator(), "refco", "ana", bad)
+        assert Authenticator.challenge_shaped(bad) is False
+    assert Authenticator.challenge_shaped(mine) is True
+
+
+async def test_forged_and_other_network_challenges_refused_and_audited(relay):
+    refco = await create_network(relay, "refco")
+    sahel = await create_network(relay, "sahel")
+    ana = refco.admin
+    elsewhere = await challenge(relay, sahel, "ana")         # the same handle, another network
+    reply = await post_token(relay, refco, sign_challenge(relay, refco, ana, elsewhere))
+    assert (reply.status, reply.error) == (401, "bad-challenge")
+    raw = bytearray(b64d(await challenge(relay, refco, "ana")))
+    raw[0] ^= 1                                               # an earlier time, same MAC
+    forged = b64e(bytes(raw))
+    reply = await post_token(relay, refco, sign_challenge(relay, refco, ana, forged))
+    assert (reply.status, reply.error) == (401, "bad-challenge")
+    failures = [e for e in await relay.audit_events() if e[0] == "auth-failed"]
+    assert [(f[1], f[2], f[3]["reason"]) for f in failures] == [
+        ("refco", "ana", "bad-challenge"), ("refco", "ana", "bad-challenge")]

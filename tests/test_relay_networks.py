@@ -15,16 +15,17 @@ import pytest
 from keys.constants import DAY, HOUR
 from keys.encoding import b64e
 from keys.hpke import EncryptionKey, make_key_record
-from keys.log import default_policy, make_genesis, member_record
+from keys.identity import IdentityKey
+from keys.log import default_policy, entry_hash, make_genesis, member_record
 from keys.log_head import verify_log_head
 from relay.constants import MAX_LOG_PAGE
 from tests.relay_helpers import Member, create_network, relay  # noqa: F401  (fixture)
 
 
-def genesis_for(relay, name: str = "refco", handle: str = "ana"):
+def genesis_for(relay, name: str = "refco", handle: str = "ana", relay_key=None):
     admin = Member.generate(handle, relay.now())
     return admin, make_genesis(admin.identity, name, admin.record("admin"), default_policy(),
-                               relay.now())
+                               relay.now(), relay_key=relay_key or relay.state.key.public)
 
 
 async def token_rows(relay) -> int:
@@ -44,6 +45,24 @@ async def test_create_network_with_token(relay):
     from keys.log import entry_hash
     assert body["genesis_hash"] == b64e(entry_hash(genesis))
     assert await token_rows(relay) == 0          # used up
+
+
+async def test_a_genesis_naming_another_relay_key_is_refused(relay):
+    """The relay a network names must be this one: otherwise every member would refuse it."""
+    _, genesis = genesis_for(relay, relay_key=IdentityKey.generate().public)
+    token = await relay.creation_token("refco")
+    reply = await relay.post("/v1/networks", {"token": token, "genesis": genesis})
+    assert (reply.status, reply.error) == (400, "wrong-relay-key"), reply
+    assert await token_rows(relay) == 1          # the token stays usable
+    assert (await relay.table_counts())["networks"] == 0
+
+
+async def test_set_relay_key_naming_another_key_is_refused(relay):
+    network = await create_network(relay, "refco")
+    other = IdentityKey.generate().public.b64()
+    entry = network.entry("set-relay-key", {"relay_key": other}, [network.admin.identity])
+    reply = await network.append(entry)
+    assert (reply.status, reply.error) == (400, "wrong-relay-key"), reply
 
 
 async def test_token_is_one_time_and_survives_a_refused_creation(relay):
@@ -380,11 +399,13 @@ async def test_identity_rotation_waits_for_an_admin(relay):
     bob = await network.add_member("bob")
     new, entry = rotation(network, bob)
     reply = await relay.post(network.path + "/rotations", {"entry": entry}, member=bob)
-    assert (reply.status, reply.json()) == (202, {"status": "pending"})
+    assert (reply.status, reply.json()) == (202, {"status": "pending",
+                                                  "id": b64e(entry_hash(entry))})
     assert (await relay.get(network.path + "/rotations", member=bob)).error == "not-an-admin"
 
     listed = (await relay.get(network.path + "/rotations", member=network.admin)).json()
-    assert [(r["handle"], r["entry"]) for r in listed["rotations"]] == [("bob", entry)]
+    assert [(r["id"], r["handle"], r["entry"]) for r in listed["rotations"]] == [
+        (b64e(entry_hash(entry)), "bob", entry)]
     ana = network.admin
     signatures = entry["signatures"] + [{"key": ana.identity.public.b64(),
                                          "sig": ana.identity.sign_b64(ENTRY_PURPOSE,

@@ -31,7 +31,7 @@ from cryptography.x509.oid import NameOID
 from relay.constants import SHUTDOWN_GRACE
 
 from .relay_process_support import (START_TIMEOUT, Network, RelayProcess, clean_env, mint_token,
-                                    relay_command)
+                                    relay_command, relay_key_of)
 
 #: envelopes in the crash test, and how many concurrent tasks submit them
 CRASH_MESSAGES = 240
@@ -116,10 +116,10 @@ async def test_token_minted_while_running_creates_the_network_once(relays, tmp_p
     relay = relays(data)
     token = mint_token(data, "refco")
     other = mint_token(data, "sahel")
-    network = Network("refco", "ana")
+    network = Network("refco", "ana", relay_key=relay_key_of(data))
     async with aiohttp.ClientSession() as session:
         # A token names the network it may create.
-        wrong = Network("other-net", "bob")
+        wrong = Network("other-net", "bob", relay_key=relay_key_of(data))
         async with session.post(f"{relay.url}/v1/networks",
                                 json={"token": other, "genesis": wrong.genesis}) as r:
             assert r.status == 403 and (await r.json())["error"] == "bad-creation-token"
@@ -127,7 +127,7 @@ async def test_token_minted_while_running_creates_the_network_once(relays, tmp_p
                                 json={"token": token, "genesis": network.genesis}) as r:
             assert r.status == 201, await r.text()
             assert (await r.json())["genesis_hash"] == network.genesis_b64()
-        rival = Network("refco", "eve")
+        rival = Network("refco", "eve", relay_key=relay_key_of(data))
         async with session.post(f"{relay.url}/v1/networks",
                                 json={"token": token, "genesis": rival.genesis}) as r:
             assert r.status in (403, 409), await r.text()
@@ -162,7 +162,7 @@ async def _submit(session, url, network, envelope):
 async def test_receipted_submissions_survive_sigkill_exactly_once(relays, tmp_path, workers):
     data = tmp_path / "data"
     relay = relays(data, *NO_RATE_LIMIT, "--workers", workers)
-    network = Network("crash-net", "ana", "bob", "carol")
+    network = Network("crash-net", "ana", "bob", "carol", relay_key=relay_key_of(data))
     envelopes = [network.seal("ana", ["bob", "carol"], f"message {i}")
                  for i in range(CRASH_MESSAGES)]
     receipts: dict[str, dict] = {}       # id -> the receipt the relay answered with
@@ -251,7 +251,7 @@ async def _wait_until(condition, what: str, timeout: float = 10.0) -> None:
 async def test_sigterm_finishes_an_upload_in_flight_then_exits_0(relays, tmp_path, workers):
     data = tmp_path / "data"
     relay = relays(data, "--workers", workers)
-    network = Network("drain-net", "ana")
+    network = Network("drain-net", "ana", relay_key=relay_key_of(data))
     payload = os.urandom(BLOB_SIZE)
     async with aiohttp.ClientSession() as session:
         await network.create(session, relay.url, mint_token(data, network.name))

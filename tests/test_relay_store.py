@@ -180,6 +180,22 @@ async def test_upgrade_takes_a_backup_first(tmp_path):
         await Database.open(other)
 
 
+async def test_v4_replaces_stored_challenges_by_used_ones(tmp_path):
+    """Schema v4 drops the challenges anyone could store (issue 9, break 6) for used_challenges."""
+    path = tmp_path / "relay.db"
+    db = await Database.open(path, migrations=schema.MIGRATIONS[:3])
+    await db.write(lambda db: db.execute(
+        "INSERT INTO auth_challenges VALUES ('ejn', 'ana', 'c', 1)"))
+    await db.close()
+    db = await Database.open(path)
+    tables = await db.read(lambda db: {r[0] for r in db.execute(
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")})
+    await db.close()
+    assert "auth_challenges" not in tables and "auth_challenges_expiry" not in tables
+    assert {"used_challenges", "used_challenges_expiry"} <= tables
+    assert (tmp_path / "relay.db.v3.bak").exists()
+
+
 async def test_new_database_is_wal_full_and_private(tmp_path):
     db = await Database.open(tmp_path / "relay.db")
     assert await db.read(lambda db: db.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
@@ -212,6 +228,22 @@ async def test_creation_token_is_one_time_and_expires(store):
     assert (await store.get_network("refco")).genesis_hash == "g2"
     with pytest.raises(NoNetwork):
         await store.get_network("nope")
+
+
+async def test_a_used_challenge_is_used_once_until_swept(store):
+    assert not await store.challenge_used(NET, "ana", "c1")
+    assert await store.use_challenge(NET, "ana", "c1", T0 + 120)
+    assert await store.challenge_used(NET, "ana", "c1")
+    assert not await store.challenge_used(NET, "bob", "c1")
+    assert not await store.use_challenge(NET, "ana", "c1", T0 + 120)        # a replay
+    assert await store.use_challenge(NET, "bob", "c1", T0 + 120)            # another handle's
+    # Of concurrent redemptions of one challenge (two workers, say), exactly one wins.
+    results = await asyncio.gather(*(store.use_challenge(NET, "ana", "c2", T0 + 180)
+                                     for _ in range(10)))
+    assert sorted(results) == [False] * 9 + [True]
+    assert await store.expire_used_challenges(T0 + 120) == 0              # still valid then
+    assert await store.expire_used_challenges(T0 + 121) == 2
+    assert not await store.use_challenge(NET, "ana", "c2", T0 + 180)
 
 
 async def test_log_append_refuses_gaps_and_duplicates(store):

@@ -26,7 +26,7 @@ from keys.log import make_entry
 from relay.auth import AUTH_PURPOSE, auth_statement
 
 from .relay_helpers import until
-from .relay_process_support import START_TIMEOUT, Network, RelayProcess, mint_token
+from .relay_process_support import START_TIMEOUT, Network, RelayProcess, mint_token, relay_key_of
 
 WORKERS = 2
 #: fresh connections tried before giving up on reaching every worker (each one lands on a
@@ -80,7 +80,7 @@ async def _worker_of(session, url) -> int:
 
 
 async def _created(relay, data, *members: str) -> Network:
-    network = Network("workers-net", "ana", *members)
+    network = Network("workers-net", "ana", *members, relay_key=relay_key_of(data))
     async with aiohttp.ClientSession() as session:
         await network.create(session, relay.url, mint_token(data, network.name))
     return network

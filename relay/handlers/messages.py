@@ -6,7 +6,8 @@ GET  /v1/networks/{network}/messages/{id}            the envelope, its submissio
                                                      recipient's first fetch records delivery and
                                                      returns its receipt, chained to the submission
 POST /v1/networks/{network}/messages/{id}/collected  I have it: delete once everyone has it
-GET  /v1/networks/{network}/messages/{id}/status     the sender's view: per-recipient evidence
+GET  /v1/networks/{network}/messages/{id}/status     the sender's view: per-recipient evidence,
+                                                     and a signed statement of the chain's end
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from aiohttp import web
 from keys.encoding import b64e, canonical, parse
 from keys.envelope import check_envelope_shape
 from keys.errors import EnvelopeError
-from keys.receipts import make_relay_receipt
+from keys.receipts import evidence_hash, make_relay_receipt, verify_chain
+from keys.relay_status import make_status
 
 from ..constants import MAX_MAILBOX_PAGE
 from ..errors import RelayError
@@ -159,7 +161,7 @@ async def collected(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
     network = path_name(request)
-    _, member = await relay.member(request, network)
+    state, member = await relay.member(request, network)
     message_id = path_id(request, "id", "no-message")
     result = await relay.store.message_status(network, message_id)
     if result.message.sender != member.handle:
@@ -170,4 +172,11 @@ async def status(request: web.Request) -> web.Response:
         recipients[r.recipient] = {"state": r.state, "delivered_at": r.delivered_at,
                                    "collected_at": r.collected_at, "expired_at": r.expired_at}
         receipts.extend(parse(text) for text in r.receipts.values())
-    return json_response({"id": message_id, "recipients": recipients, "receipts": receipts})
+    # Signed over the end of the chain, so an evidence bundle cannot leave a receipt out.
+    chain = verify_chain(receipts)[message_id]
+    statement = make_status(
+        relay.key, network=b64e(state.genesis_hash), message_id=message_id,
+        envelope_hash=result.message.envelope_hash, sender=result.message.sender, time=relay.now(),
+        chain_head=evidence_hash(chain[-1]), log_head=state.roster.head())
+    return json_response({"id": message_id, "recipients": recipients, "receipts": receipts,
+                          "statement": statement})

@@ -1,6 +1,7 @@
 """Networks and their membership logs.
 
 POST /v1/networks                      create a network from a genesis entry and a creation token
+                                       (the genesis must name this relay's key)
 GET  /v1/networks/{network}/log        entries since=SEQ (members, or holders of a pending invite),
                                        with the head they end at, signed by the relay key
 POST /v1/networks/{network}/log        append one entry (verified by the same rules as clients)
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from keys.encoding import b64e, canonical
 from keys.errors import KeysError, LogError
+from keys.identity import IdentityPublicKey, format_fingerprint
 from keys.log import LogVerifier, entry_hash
 from keys.log_head import make_log_head
 
@@ -44,6 +46,7 @@ async def create_network(request: web.Request) -> web.Response:
         raise RelayError("bad-entry", f"{exc.message} ({exc.reason})") from None
     except KeysError as exc:
         raise RelayError("bad-entry", exc.message) from None
+    _require_own_key(relay, verifier.roster.relay_key)
     name = verifier.roster.network
     # create_network consumes the token in the same transaction: a refused
     # creation leaves the token usable, a successful one uses it up.
@@ -54,6 +57,14 @@ async def create_network(request: web.Request) -> web.Response:
     await relay.audit("network-created", name, admin, genesis_hash=network.genesis_hash)
     return json_response({"network": name, "genesis_hash": network.genesis_hash,
                           "relay_key": relay.key.public.b64()}, status=201)
+
+
+def _require_own_key(relay, named: IdentityPublicKey) -> None:
+    """A log naming another relay key would make every client refuse this relay: say so now."""
+    if named != relay.key.public:
+        raise RelayError("wrong-relay-key", "the entry names relay key "
+                         f"{format_fingerprint(named.fingerprint())}, but this relay's key is "
+                         f"{format_fingerprint(relay.key.public.fingerprint())}")
 
 
 async def _log_reader(request: web.Request, network: str) -> NetworkState:
@@ -103,6 +114,13 @@ async def append_log(request: web.Request) -> web.Response:
     entry = body["entry"]
     if not isinstance(entry, dict):
         raise RelayError("bad-entry", "entry must be a JSON object")
+    if entry.get("kind") == "set-relay-key" and isinstance(entry.get("body"), dict):
+        try:
+            named = IdentityPublicKey.from_b64(entry["body"].get("relay_key"))
+        except KeysError:
+            named = None            # malformed: the log verifier refuses it with its reason
+        if named is not None:
+            _require_own_key(relay, named)
     seq, digest = await relay.append_log(state, entry)
     await _after_append(relay, state, entry, member.handle)
     return json_response({"seq": seq, "hash": digest}, status=201)
@@ -115,7 +133,5 @@ async def _after_append(relay, state: NetworkState, entry: dict, by: str) -> Non
     if kind == "add-member":
         # The invite for that handle has been answered.
         await relay.store.delete_invites_for_handle(state.name, handle)
-    if kind == "rotate-identity-key":
-        await relay.store.delete_pending_rotation(state.name, handle)
     if kind in ("remove-member", "rotate-identity-key"):
         relay.hub.publish(state.name, handle, {"type": "revoked"})

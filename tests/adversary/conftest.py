@@ -18,7 +18,9 @@ that answers wins, then every matching ``rewrite`` rule sees the answer in turn.
 ``mal.seen`` lists ``(method, path, status)`` of every request answered.
 
 ``build_network`` makes a network through the real ``comity`` commands, every
-member pointed at the proxy.
+member pointed at the proxy. The ``world`` fixture does it once per test module
+(members: the module's ``PEOPLE`` list, default alice and bob; the administrator
+is ``secretariat``; the network ``refco``) and drops every rule after each test.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from keys.identity import IdentityKey
 from relay.relaykey import load_relay_key
 
-from ..e2e_support import Member, RelayProcess
+from ..e2e_support import Member, RelayProcess, make_network
 
 #: headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the ones aiohttp sets
 _HOP_HEADERS = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
@@ -221,20 +223,33 @@ class MaliciousRelay:
 
 def build_network(mal: MaliciousRelay, root: Path, admin_handle: str, handles: list[str],
                   network: str = "refco") -> dict[str, Member]:
-    """A network on the malicious relay, made with the real commands: the administrator creates it
-    and invites, each member enrolls from its own COMITY_HOME, the administrator approves."""
-    homes = root / "homes"
-    admin = Member(admin_handle, homes / admin_handle)
-    admin.run("network", "create", network, "--relay", mal.url, "--token", mal.relay.token(network),
-              "--handle", admin_handle)
-    members = {admin_handle: admin}
-    for handle in handles:
-        member = Member(handle, homes / handle)
-        code = admin.run("invite", "--network", network, "--handle", handle).stdout.strip()
-        member.run("enroll", code)
-        admin.run("approve", "--network", network, handle)
-        members[handle] = member
-    return members
+    """A network on the malicious relay, every member pointed at the proxy (e2e_support.make_network)."""
+    return make_network(mal.url, mal.relay, root, handles, admin_handle=admin_handle, network=network)
+
+
+@dataclass
+class World:
+    mal: MaliciousRelay
+    people: dict[str, Member]
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def _module_world(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    mal = MaliciousRelay(root / "relay-side")
+    try:
+        handles = list(getattr(request.module, "PEOPLE", ["alice", "bob"]))
+        yield World(mal, build_network(mal, root, "secretariat", handles), root)
+    finally:
+        mal.close()
+
+
+@pytest.fixture
+def world(_module_world):
+    """One network on a malicious relay per test module; the relay is honest again after each test."""
+    yield _module_world
+    _module_world.mal.clear()
 
 
 @pytest.fixture

@@ -23,25 +23,12 @@ from keys.encoding import b64d, b64e
 from keys.receipts import make_relay_receipt
 
 from ..e2e_support import assert_one_error
-from .conftest import MaliciousRelay, build_network
+from .conftest import MaliciousRelay
 
 NETWORK = "refco"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("receipt")
-    mal = MaliciousRelay(root / "relay-side")
-    try:
-        yield mal, build_network(mal, root, "secretariat", ["alice", "bob", "carol"], network=NETWORK)
-    finally:
-        mal.close()
-
-
-@pytest.fixture(autouse=True)
-def honest_again(world):
-    yield
-    world[0].clear()
+PEOPLE = ["alice", "bob", "carol"]
 
 
 def forge(mal: MaliciousRelay, **change):
@@ -72,7 +59,7 @@ def _flip(text: str) -> str:
     ({"message_id": "A" * 22}, "it names another message id"),
 ])
 def test_a_receipt_for_something_else_is_refused_and_the_message_stays_queued(world, change, problem):
-    mal, people = world
+    mal, people = world.mal, world.people
     alice, bob = people["alice"], people["bob"]
     forge(mal, **change)
     refused = alice.run("send", "--network", NETWORK, "--to", "bob", "--subject", "receipt check",
@@ -91,7 +78,7 @@ def test_a_receipt_for_something_else_is_refused_and_the_message_stays_queued(wo
 
 
 def test_a_queued_message_goes_out_with_the_next_inbox(world):
-    mal, people = world
+    mal, people = world.mal, world.people
     alice, bob = people["alice"], people["bob"]
     forge(mal, recipients=["carol"])
     refused = alice.run("send", "--network", NETWORK, "--to", "bob", "--subject", "queued then sent",
@@ -106,7 +93,7 @@ def test_a_queued_message_goes_out_with_the_next_inbox(world):
 def test_an_acknowledgement_earned_before_the_signer_was_removed_is_kept(world):
     """Not an attack but its cousin: evidence must not be lost because the recipient left the
     network after acknowledging. (Runs last: carol is removed.)"""
-    mal, people = world
+    people = world.people
     alice, carol, admin = people["alice"], people["carol"], people["secretariat"]
     message_id = alice.run("send", "--network", NETWORK, "--to", "carol", "--subject", "before removal",
                            input="body").stdout.strip()

@@ -23,14 +23,12 @@ import shlex
 import sys
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
-
 from client.api import Comity
 from keys import envelope as env
 from keys.encoding import b64d, b64e
 
-from ..e2e_support import PASSPHRASE, Member, assert_one_error, base_env
-from .conftest import MaliciousRelay, build_network
+from ..e2e_support import PASSPHRASE, Member, approve, assert_one_error, base_env
+from .conftest import MaliciousRelay
 
 NETWORK = "refco"
 #: a mailbox id the honest relay never issued (ids are 22 base64url characters)
@@ -38,21 +36,6 @@ FAKE_ID = "Rr" * 11
 FAR_CURSOR = 10 ** 12
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("replay")
-    mal = MaliciousRelay(root / "relay-side")
-    try:
-        people = build_network(mal, root, "secretariat", ["alice", "bob"], network=NETWORK)
-        yield mal, people, root
-    finally:
-        mal.close()
-
-
-@pytest.fixture(autouse=True)
-def honest_again(world):
-    yield
-    world[0].clear()
 
 
 def send(member: Member, to: str, subject: str, network: str = NETWORK) -> str:
@@ -90,7 +73,7 @@ def submissions(mal: MaliciousRelay) -> int:
 
 
 def test_a_replay_under_a_fresh_id_is_not_mail_not_acknowledged_and_not_run_again(world, tmp_path):
-    mal, people, _ = world
+    mal, people = world.mal, world.people
     alice, bob = people["alice"], people["bob"]
     fetched = capture_fetches(mal)
     ran = tmp_path / "ran.txt"
@@ -113,7 +96,7 @@ def test_a_replay_under_a_fresh_id_is_not_mail_not_acknowledged_and_not_run_agai
 
 
 def test_an_echo_of_the_senders_own_message_leaves_its_evidence_intact(world, tmp_path):
-    mal, people, _ = world
+    mal, people = world.mal, world.people
     alice, bob = people["alice"], people["bob"]
     fetched = capture_fetches(mal)
     message_id = send(alice, "bob", "echo me")
@@ -130,7 +113,7 @@ def test_an_echo_of_the_senders_own_message_leaves_its_evidence_intact(world, tm
 
 
 def test_a_tampered_copy_of_a_message_already_read_never_replaces_it(world):
-    mal, people, _ = world
+    mal, people = world.mal, world.people
     alice, bob = people["alice"], people["bob"]
     fetched = capture_fetches(mal)
     message_id = send(alice, "bob", "the genuine subject")
@@ -152,7 +135,7 @@ def test_a_tampered_copy_of_a_message_already_read_never_replaces_it(world):
 def test_an_id_reused_in_another_network_is_kept_apart_and_lookups_ask_which(world, tmp_path):
     """Honest relay, lying member: bob shares a second network with alice and re-uses the id of
     a message alice sent in the first. Alice's status and export must not be broken by it."""
-    mal, people, root = world
+    mal, people = world.mal, world.people
     alice, bob = people["alice"], people["bob"]
     message_id = send(alice, "bob", "the original in refco")
     bob.run("inbox")
@@ -160,7 +143,7 @@ def test_an_id_reused_in_another_network_is_kept_apart_and_lookups_ask_which(wor
             "--handle", "bob")
     code = bob.run("invite", "--network", "iberred", "--handle", "alice").stdout.strip()
     alice.run("enroll", code)
-    bob.run("approve", "--network", "iberred", "alice")
+    approve(bob, "iberred", alice)
 
     async def reuse_the_id() -> None:
         os.environ.update({k: v for k, v in base_env().items() if k == "COMITY_INSECURE_FAST_KDF"})

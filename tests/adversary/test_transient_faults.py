@@ -20,25 +20,11 @@ import json
 import pytest
 
 from ._heads_support import hide_from
-from .conftest import MaliciousRelay, build_network
+from .conftest import MaliciousRelay
 
 NETWORK = "refco"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("transient")
-    mal = MaliciousRelay(root / "relay-side")
-    try:
-        yield mal, build_network(mal, root, "secretariat", ["alice", "bob"], network=NETWORK), root
-    finally:
-        mal.close()
-
-
-@pytest.fixture(autouse=True)
-def honest_again(world):
-    yield
-    world[0].clear()
 
 
 def recipient_status(sender, message_id: str, recipient: str) -> dict:
@@ -47,7 +33,7 @@ def recipient_status(sender, message_id: str, recipient: str) -> dict:
 
 @pytest.mark.parametrize("fault", ["missing", "damaged"])
 def test_an_attachment_the_relay_cannot_serve_is_retried_not_rejected(world, fault):
-    mal, people, root = world
+    mal, people, root = world.mal, world.people, world.root
     alice, bob = people["alice"], people["bob"]
     annex = root / f"annex-{fault}.pdf"
     annex.write_bytes(b"%PDF-1.4 " + bytes(range(256)) * 40)
@@ -79,7 +65,7 @@ def test_an_attachment_the_relay_cannot_serve_is_retried_not_rejected(world, fau
 
 
 def test_a_log_entry_not_shown_yet_is_retried_not_rejected_as_a_fork(world):
-    mal, people, _ = world
+    mal, people = world.mal, world.people
     alice, bob = people["alice"], people["bob"]
     seq = max(e["seq"] for e in _log(mal, alice)) + 1       # the entry alice's rotation will make
     alice.run("rotate", "--network", NETWORK)

@@ -119,7 +119,7 @@ def _behind(mal):
 
 @pytest.mark.parametrize("lie, said", [
     (_unsigned, "the relay did not sign the refco log head it served"),
-    (_other_key, "does not verify against the pinned relay key"),
+    (_other_key, "does not verify against the relay key the membership log names"),
     (_old, "minute(s) old"),
     (_ahead, "but served entries only up to"),
     (_behind, "the relay is withholding or rolling back the log"),

@@ -46,6 +46,11 @@ def identity(label: str) -> IdentityKey:
     return IdentityKey.from_seed(seed("log identity " + label))
 
 
+def relay(label: str) -> IdentityKey:
+    """A relay's signing key (only its public half goes into the log)."""
+    return IdentityKey.from_seed(seed("log relay " + label))
+
+
 def encryption(label: str) -> EncryptionKey:
     # SHAKE-256 stretches the 32-byte test seed to the 96 bytes of an HPKE private key
     stretched = hashlib.shake_256(seed("log encryption " + label)).digest(PRIVATE_KEY_BYTES)
@@ -61,8 +66,10 @@ class Scenario:
         self.generations: dict[str, int] = {}     # identity keys each handle has had
         self.versions: dict[str, int] = {}
         self.time = T0
+        self.relay_key = relay("relay#0")          # the relay's current signing key
         self.entries = [make_genesis(self.new_identity(admin), network,
-                                     self.record(admin, "admin"), default_policy(), self.time)]
+                                     self.record(admin, "admin"), default_policy(), self.time,
+                                     relay_key=self.relay_key.public)]
 
     @property
     def genesis_hash(self) -> bytes:
@@ -114,6 +121,11 @@ class Scenario:
     def set_policy(self, by: str = "alice", **changes: int) -> dict:
         return self.entry("set-policy", {"policy": {**default_policy(), **changes}}, by)
 
+    def set_relay_key(self, label: str, by: str = "alice") -> dict:
+        """Name a new relay key (the relay's operator rotated it)."""
+        self.relay_key = relay(label)
+        return self.entry("set-relay-key", {"relay_key": self.relay_key.public.b64()}, by)
+
     def rotate_encryption(self, handle: str, by: str | None = None, **record: object) -> dict:
         body = {"handle": handle, "encryption_key": self.key_record(handle, **record)}
         return self.entry("rotate-encryption-key", body, by or handle)
@@ -134,7 +146,7 @@ def roster_json(roster: Roster) -> dict:
     return {
         "network": roster.network, "genesis_hash": b64e(roster.genesis_hash),
         "seq": roster.seq, "head_hash": b64e(roster.head_hash),
-        "policy": dict(vars(roster.policy)),
+        "policy": dict(vars(roster.policy)), "relay_key": roster.relay_key.b64(),
         "members": {h: {
             "name": m.name, "country": m.country, "organisation": m.organisation,
             "role": m.role, "identity_key": m.identity_key.b64(),
@@ -161,6 +173,7 @@ def valid_log() -> Scenario:
     s.add("erin", by="alice")                     # 11
     s.entry("rotate-encryption-key",              # 12 same time as 11: times may repeat
             {"handle": "erin", "encryption_key": s.key_record("erin")}, "erin", time=s.time)
+    s.set_relay_key("relay#1")                    # 13 the relay operator rotated the relay key
     return s
 
 
@@ -266,6 +279,21 @@ def refusal_cases() -> list[tuple[str, str, Scenario, bytes | None]]:
     case("removed-member", "set-role of a removed member", s)
     s = base(); s.entry("remove-member", {"handle": "bob"}, "alice", time=T0 - 1)
     case("bad-time", "entry dated before the previous entry", s)
+    s = base(); s.set_relay_key("relay#1", by="bob")
+    case("wrong-signer", "a member (not an admin) signs set-relay-key", s)
+    s = base(); s.entry("set-relay-key", {"relay_key": s.relay_key.public.b64()}, "alice")
+    case("duplicate-key", "set-relay-key names the relay key already in force", s)
+    s = base(); first = s.relay_key; s.set_relay_key("relay#1")
+    s.entry("set-relay-key", {"relay_key": first.public.b64()}, "alice")
+    case("duplicate-key", "set-relay-key goes back to a retired relay key", s)
+    s = base(); s.entry("set-relay-key", {"relay_key": "not-a-key"}, "alice")
+    case("bad-entry", "set-relay-key whose key is not an Ed25519 public key", s)
+    s = base(); s.entry("set-relay-key", {"relay_key": relay("relay#1").public.b64(), "note": "x"},
+                        "alice")
+    case("bad-entry", "set-relay-key with an unknown body field", s)
+    s = Scenario(); body = {k: v for k, v in s.entries[0]["body"].items() if k != "relay_key"}
+    s.entries[0] = make_entry(None, 0, "genesis", body, T0, [s.keys["alice"]])
+    case("bad-entry", "genesis that names no relay key", s)
     return cases
 
 
