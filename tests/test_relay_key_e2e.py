@@ -11,8 +11,8 @@ from __future__ import annotations
 import signal
 import subprocess
 
-from .e2e_support import (COMITY, COMMAND_TIMEOUT, Member, RelayProcess, assert_one_error, base_env,
-                          create_network, invite)
+from .e2e_support import (COMITY, COMMAND_TIMEOUT, Member, RelayProcess, approve, assert_one_error,
+                          base_env, create_network, invite)
 
 NETWORK = "rotation-net"
 
@@ -23,7 +23,7 @@ def test_a_rotated_relay_key_is_named_in_the_log_then_followed_and_the_old_one_r
         admin, bob = Member("secretariat", tmp_path / "secretariat"), Member("bob", tmp_path / "bob")
         create_network(relay, admin, NETWORK)
         bob.run("enroll", invite(admin, NETWORK, "bob"))
-        admin.run("approve", "--network", NETWORK, "bob")
+        approve(admin, NETWORK, bob)
         before = bob.run("send", "--network", NETWORK, "--to", "secretariat", "--subject", "before",
                          "--body", "sent under the first relay key", "--json").json()["id"]
         admin.run("inbox")

@@ -40,8 +40,8 @@ from keys.identity import IdentityKey
 from keys.receipts import evidence_hash, make_relay_receipt
 from keys.relay_status import make_status
 
-from ..e2e_support import (COMITY, COMMAND_TIMEOUT, Member, RelayProcess, Result, base_env,
-                           create_network, invite, wait_until)
+from ..e2e_support import (COMITY, COMMAND_TIMEOUT, Member, RelayProcess, Result, approve,
+                           base_env, create_network, invite, wait_until)
 
 NETWORK = "mla-net"
 PEOPLE = ("liar", "bob", "carol", "dave")
@@ -75,7 +75,7 @@ def world(tmp_path_factory) -> World:
         members = {h: Member(h, root / "homes" / h) for h in PEOPLE}
         for handle, member in members.items():
             member.run("enroll", invite(admin, NETWORK, handle))
-            admin.run("approve", "--network", NETWORK, handle)
+            approve(admin, NETWORK, member)
         yield World(root, relay, members)
     finally:
         relay.stop()
