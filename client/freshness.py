@@ -42,7 +42,8 @@ _CHANGES = {"removed": "{handle} had been removed", "encryption-key":
             "{handle}'s identity key had been replaced"}
 
 
-def relay_key_for(verifier, statement: Any, presented: str | None = None) -> IdentityPublicKey | None:
+def relay_key_for(verifier, statement: Any, presented: str | None = None
+                  ) -> IdentityPublicKey | None:
     """The key a relay statement (a signed head, a receipt) must verify under: the one it
     names, if the membership log names that key as the relay's at the statement's time
     (``LogVerifier.check_relay_key``, docs/protocol.md §4), or if it is ``presented``, the

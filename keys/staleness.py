@@ -100,7 +100,8 @@ def acceptance_for(record: Any, envelope: Mapping[str, Any],
 
 def accepted_before(acceptance: dict | None, seq: int, roster_at: RosterAt, latest: Roster,
                     now: int | None) -> bool:
-    """Whether the verified ``acceptance`` shows the message reached the relay before entry ``seq``."""
+    """Whether the verified ``acceptance`` shows the message reached the relay before entry
+    ``seq``."""
     if acceptance is None or "log_seq" not in acceptance or acceptance["log_seq"] >= seq:
         return False
     # An honest relay accepted it before appending entry seq, so not after that entry's own
