@@ -24,6 +24,7 @@ from keys.errors import KeysError
 from keys.receipts import (ACK_REJECT_REASONS, evidence_hash, make_ack, verify_ack,
                            verify_chain)
 
+from . import freshness
 from .core import Core
 from .errors import RelayRefused, TrustError
 
@@ -60,7 +61,8 @@ class AcksMixin(Core):
             ack = make_ack(self.identity, kind, network=verifier.roster.genesis_hash,
                            message_id=envelope["id"], envelope_hash=envelope_digest,
                            sender=sender.handle, recipient=self.handle, time=self.now(),
-                           prev=evidence_hash(delivery), payload_hash=payload_digest, reason=reason)
+                           prev=evidence_hash(delivery), payload_hash=payload_digest, reason=reason,
+                           newer_head=record.get("newer_head"))
             sealed, _ = env.seal(self.identity, self.handle, verifier.roster, [sender.handle],
                                  {"type": RECEIPT_TYPE, "subject": f"{kind}: {envelope['id']}",
                                   "in_reply_to": envelope["id"]},
@@ -113,11 +115,13 @@ class AcksMixin(Core):
             return False
         others = [a for a in sent.get("acks", []) if a["recipient"] != ack["recipient"]]
         earlier = [a for a in sent.get("acks", []) if a["recipient"] == ack["recipient"]]
-        if earlier and not _replaces(earlier[0], ack):
+        current = self._verifiers[network].roster.member(ack["recipient"])
+        if earlier and not _replaces(earlier[0], ack, current, opened.sender.identity_key):
             return True
         sent["acks"] = others + [ack]
         self.state.update("message", network, ack["message_id"], sent, flags=self.state.flags(
             "message", network, ack["message_id"]))
+        freshness.note_newer_head(self, network, ack)     # the recipient saw a newer log
         return True
 
     async def status(self, message_id: str, *, network: str | None = None, collect: bool = True,
@@ -173,15 +177,30 @@ class AcksMixin(Core):
             if kind == "rejected":
                 recipients[h]["reason"] = record["reason"]
         return {"id": message_id, "subject": sent["signed_payload"]["payload"]["headers"]["subject"],
-                "state": {"out": "accepted"}.get(state, state), "recipients": recipients}
+                "state": {"out": "accepted"}.get(state, state), "recipients": recipients,
+                "warnings": sent.get("warnings", [])}
 
 
-def _replaces(held: dict, new: dict) -> bool:
+def _replaces(held: dict, new: dict, current, new_key) -> bool:
     """Whether a recipient's new acknowledgement replaces the one we hold.
 
-    Both verified under a key the recipient held. A later ``acknowledged`` wins over a
-    ``rejected`` (a forged rejection by a stolen old key must not lock out the genuine
-    acknowledgement, and a message retried after a transient fault is acknowledged after
-    all); an ``acknowledged`` is never replaced by a rejection.
+    Both verified under a key the recipient held. One signed by the recipient's current
+    identity key (``current``: the recipient in our newest roster) wins over one that is not:
+    a thief's acknowledgement by a stolen old key must not lock out the genuine one, whichever
+    came first. Otherwise a later ``acknowledged`` wins over a ``rejected`` (a message retried
+    after a transient fault is acknowledged after all); an ``acknowledged`` is never replaced
+    by a rejection.
     """
+    if current is not None:
+        new_current, held_current = new_key == current.identity_key, _signed_by(held, current)
+        if new_current != held_current:
+            return new_current
     return held["kind"] == "rejected" and new["kind"] == "acknowledged"
+
+
+def _signed_by(ack: dict, member) -> bool:
+    try:
+        verify_ack(ack, member.identity_key)
+    except KeysError:
+        return False
+    return True

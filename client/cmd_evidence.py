@@ -14,7 +14,7 @@ from keys.identity import parse_fingerprint
 
 from .cli import Context, group, pass_context
 from .errors import ClientError, UsageError
-from .output import emit_json, out, say, table
+from .output import emit_json, out, say, table, warning
 
 #: an evidence bundle larger than this is refused before parsing
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
@@ -37,9 +37,18 @@ def status(ctx: Context, message_id, network, no_ack, as_json) -> None:
 
     Collects new mail first (as 'comity inbox' does) so that acknowledgements are current.
     """
-    result = ctx.run(lambda c: c.status(message_id, network=network, ack=not no_ack))
+    async def work(client):
+        result = await client.status(message_id, network=network, ack=not no_ack)
+        # Warnings about this message are shown below with the others, not twice.
+        shown = {w["text"] for w in result["warnings"]}
+        client.notices[:] = [text for text in client.notices if text not in shown]
+        return result
+    result = ctx.run(work)
+    for item in result["warnings"]:       # a security warning: on stderr even with --json, --quiet
+        warning(item["text"])
     if as_json:
-        emit_json({"id": result["id"], "state": result["state"], "recipients": {
+        emit_json({"id": result["id"], "state": result["state"], "warnings": result["warnings"],
+                   "recipients": {
             h: {k: v for k, v in r.items() if k in ("accepted", "delivered", "acknowledged", "rejected",
                                                      "not_collected", "reason", "removed_since")}
             for h, r in result["recipients"].items()}})

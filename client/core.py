@@ -24,6 +24,7 @@ from keys.identity import IdentityKey, IdentityPublicKey, format_fingerprint
 from keys.log import LogVerifier, entry_hash
 from keys.roster import Member, Roster
 
+from . import freshness
 from .errors import (ClientError, NoIdentity, NotAMember, RelayMismatch, RelayRefused, TrustError,
                      UnknownNetwork, UsageError)
 from .home import ensure_home, resolve_home
@@ -354,6 +355,9 @@ class Core:
             new.append((entry["seq"], b64e(entry_hash(entry)), entry))
         if new:
             self.state.add_log_entries(row.name, new)
+        # The relay signs where the log ends, and when: a fresh head that omits entries is a
+        # lie it can be held to (client/freshness.py).
+        freshness.check_served_head(self, row, verifier, relay, [entry for _, _, entry in new])
 
     def _record_fork(self, network: str, verifier: LogVerifier, theirs: dict) -> None:
         """Keep both sides of a fork for 'comity network fork' (client/forks.py)."""

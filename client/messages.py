@@ -15,7 +15,7 @@ from keys import envelope as env
 from keys.encoding import b64e
 from keys.errors import DecryptionError, EnvelopeError, KeysError
 
-from . import attachments, intake
+from . import attachments, freshness, intake
 from .acks import RECEIPT_TYPE, AcksMixin
 from .core import LogBehind
 from .errors import (ClientError, NotAMember, NotFound, RelayRefused, RelayUnreachable, TrustError,
@@ -69,6 +69,7 @@ class MessagesMixin(AcksMixin):
             manifest.append(await attachments.upload(
                 self.state, relay, network, self.handle, path, self.now(),
                 progress(path.name, attachments.ciphertext_size(size))))
+        verifier = await freshness.ensure_fresh(self, network, verifier)   # uploads take time
         try:
             envelope, signed, content_key = env.seal_keeping_key(
                 self.identity, self.handle, verifier.roster, recipients, headers, body, manifest,
@@ -158,16 +159,19 @@ class MessagesMixin(AcksMixin):
                 waiting = self.state.get("retry", network, item["id"])
                 if waiting is not None and waiting["next_at"] > self.now() and item["id"] not in now_ids:
                     continue                              # backing off after a transient failure
-                envelope, delivery = await relay.fetch(network, self.handle, item["id"])
+                envelope, delivery, acceptance = await relay.fetch(network, self.handle, item["id"])
                 summary = await self._take(network, relay, verifier, item["id"], envelope, delivery,
-                                           progress, ack=ack, exec_pending=exec_pending)
+                                           progress, ack=ack, exec_pending=exec_pending,
+                                           acceptance=acceptance)
                 if summary is not None:
                     collected.append(summary)
+        await freshness.settle_newer_heads(self, network)   # acks that name a newer log head
         await self._flush_outbox(network, relay)
         return collected
 
     async def _take(self, network: str, relay, verifier, listed_id: str, envelope, delivery,
-                    progress: ProgressFactory, *, ack: bool, exec_pending: bool) -> dict | None:
+                    progress: ProgressFactory, *, ack: bool, exec_pending: bool,
+                    acceptance: dict | None = None) -> dict | None:
         """Store one fetched envelope (or recognise it); returns a summary if it is new mail."""
         message_id = envelope.get("id") if isinstance(envelope, dict) else None
         if not isinstance(message_id, str) or not message_id:
@@ -179,7 +183,7 @@ class MessagesMixin(AcksMixin):
         if self._known(network, message_id, digest, listed_id):
             await relay.collected(network, self.handle, listed_id)
             return None
-        record, opened, transient = await self._open(network, relay, envelope, progress)
+        record, opened, transient = await self._open(network, relay, envelope, progress, acceptance)
         if transient:
             self._back_off(network, listed_id, record)
             return None
@@ -235,10 +239,11 @@ class MessagesMixin(AcksMixin):
                     f"{record.get('problem') or 'a temporary fault'}); attempt {waiting['attempts']}, "
                     f"retried automatically, or now with 'comity retry {listed_id} --network {network}'")
 
-    async def _open(self, network: str, relay, envelope: dict, progress: ProgressFactory):
+    async def _open(self, network: str, relay, envelope: dict, progress: ProgressFactory,
+                    acceptance: dict | None = None):
         """Verify and decrypt; returns (record, opened or None, transient?)."""
         record = {"direction": "in", "envelope": envelope, "signed_payload": None,
-                  "verified": False, "reason": None, "at": self.now()}
+                  "verified": False, "reason": None, "at": self.now(), "acceptance": acceptance}
         if not isinstance(envelope, dict) or not isinstance(envelope.get("id"), str):
             record["reason"] = "bad-envelope"
             return record, None, False
@@ -246,12 +251,15 @@ class MessagesMixin(AcksMixin):
         try:
             opened = env.open(envelope, recipient_handle=self.handle,
                               decryption_keys=self.secrets.decryption_keys(),
-                              roster_at=self.roster_at(network))
+                              roster_at=self.roster_at(network),
+                              **freshness.open_arguments(self, network, acceptance))
         except LogBehind as exc:
             record["reason"], record["problem"] = "log-behind", exc.message
             return record, None, True
         except (EnvelopeError, DecryptionError) as exc:
             record["reason"] = exc.reason or "bad-envelope"
+            if exc.reason == "retired-key":     # tell the sender which log it should have seen
+                record["newer_head"] = verifier.roster.head()
             return record, None, False
         except KeysError:
             record["reason"] = "bad-envelope"
@@ -265,6 +273,9 @@ class MessagesMixin(AcksMixin):
             record["signed_payload"] = opened.signed_payload
             return record, None, False
         record["signed_payload"] = opened.signed_payload
+        if opened.stale and opened.headers["type"] != RECEIPT_TYPE:   # the ack will say so
+            record["newer_head"] = verifier.roster.head()
+            self.notice(freshness.stale_report(network, opened.id, opened))
         for entry in opened.manifest:
             try:
                 await attachments.download(self.state, relay, network, self.handle, entry,
@@ -363,7 +374,8 @@ class MessagesMixin(AcksMixin):
     async def _reverify(self, network: str, message_id: str, record: dict) -> dict:
         """Open a quarantined message again from the envelope we kept (after a log repair)."""
         row, relay, verifier = await self.connect(network)
-        fresh, opened, transient = await self._open(network, relay, record["envelope"], _no_progress)
+        fresh, opened, transient = await self._open(network, relay, record["envelope"], _no_progress,
+                                                    record.get("acceptance"))
         if opened is None:
             return {"id": message_id, "network": network, "status": "quarantined",
                     "reason": fresh["reason"], "problem": fresh.get("problem")}

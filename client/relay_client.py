@@ -22,6 +22,7 @@ from keys.log import LogVerifier
 from keys.receipts import check_relay_receipt, verify_relay_receipt
 
 from .errors import RelayMismatch, RelayRefused, RelayUnreachable, TrustError
+from .freshness import chained_acceptance
 
 AUTH_PURPOSE = "auth"
 #: bytes per upload request: bounded memory, and a dropped connection loses at most this much
@@ -50,6 +51,8 @@ class RelayClient:
         self.relay_key = relay_key          # pinned b64 public key, or None before pinning
         self._tokens: dict[tuple[str, str], tuple[str, int]] = {}   # -> (token, expires)
         self._logs: dict[str, LogVerifier] = {}   # b64 genesis hash -> that network's verified log
+        #: the signed head of the last log page served per network (client/freshness.py checks it)
+        self.served_heads: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"RelayClient({self.url!r})"
@@ -151,6 +154,7 @@ class RelayClient:
                 page = await self._request("GET", path, headers={"Comity-Invite": invite_id})
             else:
                 page = await self._authed(network, handle, "GET", path)
+            self.served_heads[network] = page.get("signed_head")
             for entry in page["entries"]:
                 yield entry
             if not page["entries"] or not page.get("more"):
@@ -235,12 +239,17 @@ class RelayClient:
         return (await self._authed(network, handle, "GET",
                                    f"/v1/networks/{network}/mailbox?after={after}"))["messages"]
 
-    async def fetch(self, network: str, handle: str, message_id: str) -> tuple[dict, dict | None]:
+    async def fetch(self, network: str, handle: str, message_id: str
+                    ) -> tuple[dict, dict | None, dict | None]:
+        """``(envelope, delivered receipt, submission receipt)``; the submission receipt only if
+        the delivery chains from it (else None: it then proves nothing)."""
         answer = await self._authed(network, handle, "GET", f"/v1/networks/{network}/messages/{message_id}")
         receipt = answer.get("receipt")
         if receipt is not None:
             self.check_receipt(receipt)
-        return answer["envelope"], receipt
+        acceptance = chained_acceptance(self, handle, answer.get("submission"), answer.get("chain"),
+                                        receipt)
+        return answer["envelope"], receipt, acceptance
 
     async def collected(self, network: str, handle: str, message_id: str) -> None:
         await self._authed(network, handle, "POST", f"/v1/networks/{network}/messages/{message_id}/collected")

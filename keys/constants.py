@@ -31,6 +31,15 @@ DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_ATTACHMENT_BYTES = 64 * 1024**3
 DEFAULT_MAX_ATTACHMENTS = 100
 
+# Freshness of what a relay says about the log (docs/protocol.md §4 "Signed log head", §5.7).
+#: a client refuses a signed log head older than this by its own clock (plus CLOCK_SKEW)
+HEAD_MAX_AGE = 5 * MINUTE
+#: how far the clocks of two honest parties (the relay, members) may differ
+CLOCK_SKEW = 5 * MINUTE
+#: how long after a key rotation (or removal) an honest sender may still seal to the old roster:
+#: its head may be HEAD_MAX_AGE old, and its clock and the relay's may each be CLOCK_SKEW off
+ROTATION_WINDOW = HEAD_MAX_AGE + 2 * CLOCK_SKEW
+
 #: hard ceilings no policy may exceed
 MAX_RECIPIENTS = 500
 MAX_ATTACHMENTS = 1000

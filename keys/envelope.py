@@ -36,8 +36,9 @@ from ._envelope_shape import (CONTENT_KEY_BYTES, HEADER_VIEW_FIELDS,
                              check_headers, check_manifest, check_payload, normalise_headers)
 from .errors import DecryptionError, EncodingError, EnvelopeError, ForkError, SignatureError
 from .hpke import EncryptionKey, EncryptionPublicKey
-from .identity import IdentityKey
+from .identity import IdentityKey, IdentityPublicKey
 from .roster import Member, Roster
+from .staleness import Change, acceptance_for, check_signer, check_wrap, stale_changes
 
 # ``open`` is left out so that a star import cannot shadow the builtin: call envelope.open.
 __all__ = [
@@ -257,6 +258,10 @@ class OpenedMessage:
     sender: Member            # the sender as the roster at ``roster_head`` describes it
     roster: Roster            # our own roster at the seq the sender named
     key_version: int          # which of our encryption keys opened it
+    #: the relay's verified submission-accepted receipt for this envelope, if it gave one
+    acceptance: dict | None = None
+    #: log changes the sender had not seen when it sealed (with ``latest`` only): report them
+    stale: tuple[Change, ...] = ()
 
     @property
     def id(self) -> str:
@@ -288,21 +293,26 @@ class OpenedMessage:
 def open(envelope: Any, *, recipient_handle: str,
          decryption_keys: Mapping[int, EncryptionKey],
          roster_at: Callable[[int], Roster],
-         latest: Roster | None = None) -> OpenedMessage:
+         latest: Roster | None = None, acceptance: dict | None = None,
+         relay_key: IdentityPublicKey | None = None, now: int | None = None) -> OpenedMessage:
     """Decrypt and verify ``envelope`` for ``recipient_handle``.
 
     ``decryption_keys`` maps our encryption key versions to private keys (old
     ones included, so messages sealed before a rotation still open).
     ``roster_at(seq)`` returns our own verified roster at ``seq``; whatever it
     raises (e.g. we have not fetched that far yet) propagates unchanged.
-    ``latest``, our newest roster, if given, also refuses senders removed
-    since the roster head they named (a removed member could otherwise keep
-    signing against an old head).
+    ``latest``, our newest roster, if given, holds the message to what we know
+    now (keys/staleness.py): a sender removed or an identity key replaced since
+    the head it named counts only if ``acceptance`` (the relay's
+    submission-accepted receipt, checked under ``relay_key``, the relay's key) shows
+    the message reached the relay before that entry; content wrapped to a key
+    we had retired is refused; other changes the sender missed are returned in
+    ``stale``. ``now`` (our clock) bounds how old such an acceptance may be.
 
     Raises ``DecryptionError`` (reason ``decryption-failed``) or an
     ``EnvelopeError`` whose ``reason`` is one of ``bad-envelope``,
     ``not-a-recipient``, ``fork`` (``ForkError``), ``unknown-sender``,
-    ``removed-member``, ``bad-signature``.
+    ``removed-member``, ``bad-signature``, ``superseded-key``, ``retired-key``.
     """
     check_envelope_shape(envelope)
     wrap = envelope["wrapped"].get(recipient_handle)
@@ -349,8 +359,7 @@ def open(envelope: Any, *, recipient_handle: str,
     if sender is None:
         raise EnvelopeError(f"{payload['sender']!r} is not a member at seq {head['seq']}",
                             reason="unknown-sender")
-    current = latest.member(sender.handle) if latest is not None else sender
-    if not sender.active or (current is not None and not current.active):
+    if not sender.active:
         raise EnvelopeError(f"{sender.handle!r} has been removed from the network",
                             reason="removed-member")
     try:
@@ -358,5 +367,12 @@ def open(envelope: Any, *, recipient_handle: str,
     except SignatureError:
         raise EnvelopeError(f"the signature is not by {sender.handle}'s key in the roster",
                             reason="bad-signature") from None
+    accepted = acceptance_for(acceptance, envelope, relay_key)
+    stale: tuple[Change, ...] = ()
+    if latest is not None:
+        check_signer(sender, head["seq"], latest, roster_at, accepted, now)
+        check_wrap(recipient_handle, wrap["key_version"], payload, latest, roster_at, accepted)
+        stale = stale_changes(payload, roster_at, latest, accepted)
     return OpenedMessage(envelope=envelope, signed_payload=signed, payload=payload,
-                         sender=sender, roster=roster, key_version=wrap["key_version"])
+                         sender=sender, roster=roster, key_version=wrap["key_version"],
+                         acceptance=accepted, stale=stale)

@@ -59,5 +59,9 @@ class ReceiptError(KeysError):
     """the receipt is malformed or its signature does not verify"""
 
 
+class LogHeadError(KeysError):
+    """the relay's signed log head is malformed, not the relay's, or not fresh"""
+
+
 class InviteError(KeysError):
     """the invite code is not valid"""

@@ -51,6 +51,7 @@ class LogVerifier:
         self._pinned = pinned_genesis_hash
         self._network = ""
         self._hashes: list[bytes] = []               # entry hash by seq
+        self._times: list[int] = []                  # entry time by seq
         self._last_time = 0
         self._members: dict[str, Member] = {}        # current version of every member ever added
         self._history: dict[str, tuple[list[int], list[Member]]] = {}  # handle -> (seqs, versions)
@@ -94,7 +95,7 @@ class LogVerifier:
         relay_key = self._relay_keys[bisect_right(self._relay_seqs, seq) - 1]
         return Roster(network=self._network, genesis_hash=self._hashes[0], seq=seq,
                       head_hash=self._hashes[seq], policy=policy, members=members,
-                      relay_key=relay_key)
+                      relay_key=relay_key, time=self._times[seq])
 
     def check_relay_key(self, key: IdentityPublicKey, time: int) -> int:
         """Whether ``key`` may sign a relay statement (receipt, status) dated ``time``.
@@ -371,5 +372,6 @@ class LogVerifier:
             self._relay_times.append(time)
             self._relay_keys.append(change.relay_key)
         self._hashes.append(digest)
+        self._times.append(time)
         self._last_time = time
         self._current = None

@@ -24,7 +24,7 @@ import re
 from typing import Any, Iterable
 
 from .constants import HANDLE_PATTERN, MAX_RECIPIENTS
-from .encoding import b64d, b64e, canonical
+from .encoding import MAX_SAFE_INTEGER, b64d, b64e, canonical
 from .errors import EncodingError, KeyFormatError, ReceiptError, SignatureError
 from .identity import (FINGERPRINT_BYTES, SIGNATURE_BYTES, IdentityKey, IdentityPublicKey,
                        fingerprint)
@@ -42,7 +42,8 @@ RELAY_KINDS = SUBMISSION_KINDS + RECIPIENT_KINDS
 ACK_KINDS = ("acknowledged", "rejected")
 #: the refusal reasons of keys.envelope.open, so a client reports exactly what it saw
 ACK_REJECT_REASONS = ("bad-signature", "unknown-sender", "not-a-recipient", "fork",
-                      "decryption-failed", "removed-member", "bad-envelope")
+                      "decryption-failed", "removed-member", "bad-envelope", "superseded-key",
+                      "retired-key")
 
 #: message ids are opaque to receipts: base64url or hex-and-hyphen text, 16-64 chars
 MESSAGE_ID_PATTERN = r"[A-Za-z0-9_-]{16,64}"
@@ -53,16 +54,19 @@ _RELAY_BASE = {"kind", "network", "message_id", "envelope_hash", "sender", "time
                "relay_key"}
 #: kind -> (required fields, optional fields), "sig" excluded
 _RELAY_FIELDS = {
-    "submission-accepted": (_RELAY_BASE | {"recipients"}, set()),
+    # log_seq: the relay's log head at acceptance (what shows a message predates a rotation)
+    "submission-accepted": (_RELAY_BASE | {"recipients"}, {"log_seq"}),
     "submission-rejected": (_RELAY_BASE | {"recipients", "reason"}, set()),
     "delivered": (_RELAY_BASE | {"recipient"}, set()),
     "not-collected": (_RELAY_BASE | {"recipient"}, set()),
 }
 _ACK_BASE = {"kind", "network", "message_id", "envelope_hash", "sender", "recipient", "time",
              "prev"}
+# newer_head: the recipient's log head, when it shows the sender sealed against a log that had
+# already removed a recipient or retired a key (docs/protocol.md §7)
 _ACK_FIELDS = {
-    "acknowledged": (_ACK_BASE | {"payload_hash"}, set()),
-    "rejected": (_ACK_BASE | {"reason"}, {"payload_hash"}),
+    "acknowledged": (_ACK_BASE | {"payload_hash"}, {"newer_head"}),
+    "rejected": (_ACK_BASE | {"reason"}, {"payload_hash", "newer_head"}),
 }
 
 
@@ -160,6 +164,10 @@ def check_relay_receipt(record: Any, *, signed: bool = True) -> dict:
             raise _fail("bad-field", f"{what}: recipients lists a handle twice")
     else:
         _handle(record["recipient"], "recipient", what)
+    if "log_seq" in record:
+        seq = record["log_seq"]
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SAFE_INTEGER:
+            raise _fail("bad-field", f"{what}: log_seq must be a non-negative integer")
     if kind == "submission-rejected":
         reason = record["reason"]
         if not isinstance(reason, str) or not re.fullmatch(RELAY_REASON_PATTERN, reason):
@@ -184,7 +192,19 @@ def check_ack(record: Any, *, signed: bool = True) -> dict:
                                          "payload_hash (nothing was decrypted)")
     if "payload_hash" in record:
         _b64(record, "payload_hash", HASH_BYTES, what)
+    if "newer_head" in record:
+        _check_head_ref(record["newer_head"], what)
     return record
+
+
+def _check_head_ref(head: Any, what: str) -> None:
+    """``{"seq", "hash"}``: a position in the membership log, as a payload's roster_head."""
+    if not isinstance(head, dict) or set(head) != {"seq", "hash"}:
+        raise _fail("bad-field", f"{what}: newer_head must be an object with seq and hash")
+    seq = head["seq"]
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SAFE_INTEGER:
+        raise _fail("bad-field", f"{what}: newer_head.seq must be a non-negative integer")
+    _b64(head, "hash", HASH_BYTES, what)
 
 
 def check_evidence(record: Any) -> dict:
@@ -217,14 +237,16 @@ def _unsigned(record: dict) -> dict:
 def make_relay_receipt(relay_key: IdentityKey, kind: str, *, network: bytes | str,
                        message_id: str, envelope_hash: bytes | str, sender: str, time: int,
                        prev: bytes | str | None = None, recipients: list[str] | None = None,
-                       recipient: str | None = None, reason: str | None = None) -> dict:
+                       recipient: str | None = None, reason: str | None = None,
+                       log_seq: int | None = None) -> dict:
     """A relay receipt signed by ``relay_key``; fields not given are left out."""
     record: dict[str, Any] = {
         "kind": kind, "network": _hash_text(network), "message_id": message_id,
         "envelope_hash": _hash_text(envelope_hash), "sender": sender, "time": time,
         "prev": _hash_text(prev), "relay_key": relay_key.public.b64(),
     }
-    for name, value in (("recipients", recipients), ("recipient", recipient), ("reason", reason)):
+    for name, value in (("recipients", recipients), ("recipient", recipient), ("reason", reason),
+                        ("log_seq", log_seq)):
         if value is not None:
             record[name] = list(value) if name == "recipients" else value
     check_relay_receipt(record, signed=False)
@@ -252,7 +274,7 @@ def verify_relay_receipt(record: Any, relay: IdentityPublicKey | bytes) -> dict:
 def make_ack(identity: IdentityKey, kind: str, *, network: bytes | str, message_id: str,
              envelope_hash: bytes | str, sender: str, recipient: str, time: int,
              prev: bytes | str, payload_hash: bytes | str | None = None,
-             reason: str | None = None) -> dict:
+             reason: str | None = None, newer_head: dict | None = None) -> dict:
     """An acknowledgement (``acknowledged``/``rejected``) signed by the recipient."""
     record: dict[str, Any] = {
         "kind": kind, "network": _hash_text(network), "message_id": message_id,
@@ -263,6 +285,8 @@ def make_ack(identity: IdentityKey, kind: str, *, network: bytes | str, message_
         record["payload_hash"] = _hash_text(payload_hash)
     if reason is not None:
         record["reason"] = reason
+    if newer_head is not None:
+        record["newer_head"] = dict(newer_head)
     check_ack(record, signed=False)
     return _sign(identity, ACK_PURPOSE, record)
 

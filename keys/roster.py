@@ -62,6 +62,7 @@ class Roster:
     #: the relay key the log names at ``seq`` (genesis or the latest set-relay-key entry);
     #: None only in a roster built by hand rather than replayed from a log (tests)
     relay_key: IdentityPublicKey | None = None
+    time: int = 0                 # the `time` of entry `seq` (its signers' clock)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "members", MappingProxyType(dict(self.members)))

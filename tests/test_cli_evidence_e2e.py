@@ -96,7 +96,8 @@ def send_together(*messages: tuple[Member, list[str], str]) -> list[str]:
 def status(sender: Member, message_id: str) -> dict:
     """``comity status ID --json``, its shape checked: null or a time for each event."""
     shown = sender.json("status", message_id)
-    assert set(shown) == {"id", "state", "recipients"} and shown["id"] == message_id, shown
+    assert set(shown) == {"id", "state", "recipients", "warnings"} and shown["id"] == message_id, shown
+    assert shown["warnings"] == [], shown           # nobody's log was newer than the sender's
     for handle, r in shown["recipients"].items():
         assert STATUS_FIELDS <= set(r), (handle, r)
         for name in ("accepted", "delivered", "acknowledged", "rejected"):

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from keys import envelope, evidence, hpke, invite, log, receipts, relay_status
+from keys import envelope, evidence, hpke, invite, log, log_head, receipts, relay_status
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROTOCOL = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
@@ -30,7 +30,7 @@ def test_every_domain_label_is_documented(label):
 
 
 @pytest.mark.parametrize("purpose", [log.ENTRY_PURPOSE, envelope.MESSAGE_PURPOSE, hpke.KEY_RECORD_PURPOSE,
-                                     receipts.RELAY_PURPOSE, receipts.ACK_PURPOSE,
+                                     receipts.RELAY_PURPOSE, receipts.ACK_PURPOSE, log_head.HEAD_PURPOSE,
                                      evidence.BUNDLE_PURPOSE, evidence.FORMAT,
                                      relay_status.STATUS_PURPOSE, relay_status.STATUS_KIND])
 def test_every_signature_purpose_is_documented(purpose):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import importlib.util
 
 import pytest
 from hypothesis import given
@@ -14,9 +15,13 @@ from keys import envelope as env_mod
 from keys.encoding import b64d, b64e, canonical
 from keys.envelope import (OpenedMessage, check_envelope_shape, envelope_hash, header_view,
                            normalise_headers, payload_hash, seal)
+from keys.constants import CLOCK_SKEW, DAY, ROTATION_WINDOW
 from keys.errors import DecryptionError, EnvelopeError, ForkError, KeysError, LogError
+from keys.identity import IdentityKey
+from keys.log import LogVerifier
+from keys.receipts import make_relay_receipt
 
-from .conftest import load_vectors
+from .conftest import VECTORS as VECTORS_DIR, load_vectors
 from .envelope_support import (DEFAULT_POLICY, decryption_keys, encryption_key, identity, member,
                                roster, roster_from_spec)
 
@@ -527,3 +532,147 @@ def test_message_ids_never_start_with_a_dash_or_underscore():
     # Ids are typed as command-line arguments, where "-x..." would read as an option.
     from keys.envelope import new_message_id
     assert all(b64e(new_message_id())[0].isalnum() for _ in range(2000))
+
+
+# -- a recipient whose log is newer than the sender's head (steps 14-16) -------------------------
+
+_gen_spec = importlib.util.spec_from_file_location("log_vectors", VECTORS_DIR / "log" / "generate.py")
+loggen = importlib.util.module_from_spec(_gen_spec)
+_gen_spec.loader.exec_module(loggen)
+RELAY = IdentityKey.from_seed(hashlib.sha256(b"envelope test relay").digest())
+
+
+class NewerLog:
+    """A real membership log (alice admin, bob, carol) the test extends after sealing."""
+
+    def __init__(self):
+        self.s = loggen.Scenario()
+        self.s.add("bob")
+        self.s.add("carol")
+        self.bob_keys = {1: self.encryption("bob", 1)}
+        self.alice_key = self.s.keys["alice"]
+
+    def encryption(self, handle, version):
+        # the private key Scenario derived for this handle, identity and version
+        return loggen.encryption(f"{handle}#{self.s.keys[handle].public.b64()}#{version}")
+
+    def verifier(self):
+        v = LogVerifier(self.s.genesis_hash)
+        v.extend(self.s.entries)
+        return v
+
+    def seal(self, *, head=None, created=None, signer=None, wrap_version=None):
+        """alice -> bob, carol against the roster at ``head`` (default: now)."""
+        v = self.verifier()
+        r = v.roster_at(v.seq if head is None else head)
+        envelope, signed = seal(signer or self.s.keys["alice"], "alice", r, ["bob", "carol"],
+                                HEADERS, "Bonjour", created=created or self.s.time)
+        return envelope
+
+    def open(self, envelope, *, acceptance=None, now=None, opener="bob"):
+        v = self.verifier()
+        return env_mod.open(envelope, recipient_handle=opener, decryption_keys=self.bob_keys,
+                            roster_at=v.roster_at, latest=v.roster, acceptance=acceptance,
+                            relay_key=RELAY.public, now=now)
+
+    def refused(self, reason, envelope, **kw):
+        with pytest.raises(EnvelopeError) as info:
+            self.open(envelope, **kw)
+        assert info.value.reason == reason, info.value
+        return info.value
+
+    def accepted(self, envelope, *, time, log_seq, key=RELAY, **changes):
+        fields = dict(network=envelope["network"], message_id=envelope["id"],
+                      envelope_hash=envelope_hash(envelope), sender="alice", time=time,
+                      recipients=envelope["recipients"], log_seq=log_seq)
+        return make_relay_receipt(key, "submission-accepted", **{**fields, **changes})
+
+
+def test_a_signature_by_a_replaced_identity_key_needs_the_relays_acceptance_before_it():
+    log = NewerLog()
+    old = log.s.keys["alice"]
+    sent_at = log.s.time
+    envelope = log.seal(signer=old, created=sent_at)             # head 2, alice's key then
+    rotated = log.s.rotate_identity("alice")                      # entry 3: the key is replaced
+    log.refused("superseded-key", envelope)                       # no acceptance at all
+    ok = log.accepted(envelope, time=sent_at, log_seq=2)
+    assert log.open(envelope, acceptance=ok).acceptance == ok     # accepted before entry 3
+    assert log.open(envelope, acceptance=ok, now=sent_at + DAY).sender.handle == "alice"
+    for bad in (log.accepted(envelope, time=sent_at, log_seq=3),         # the relay had entry 3
+                log.accepted(envelope, time=rotated["time"] + CLOCK_SKEW + 1, log_seq=2),
+                log.accepted(envelope, time=sent_at, log_seq=2, key=IdentityKey.generate()),
+                log.accepted(envelope, time=sent_at, log_seq=2, message_id="A" * 22),
+                log.accepted(envelope, time=sent_at, log_seq=2, envelope_hash=bytes(32)),
+                {k: v for k, v in ok.items() if k != "log_seq"}):
+        log.refused("superseded-key", envelope, acceptance=bad)
+    # An honest relay keeps an envelope for the retention period, not longer.
+    retention = log.verifier().roster.policy.retention
+    log.refused("superseded-key", envelope, acceptance=ok,
+                now=sent_at + retention + CLOCK_SKEW + 1)
+
+
+def test_a_sender_removed_after_its_head_counts_only_if_accepted_before():
+    log = NewerLog()
+    envelope = log.seal(created=log.s.time)
+    log.s.add("dave", role="admin")                          # 3: another admin removes alice
+    log.s.remove("alice", by="dave")                         # 4
+    log.refused("removed-member", envelope)
+    log.refused("removed-member", envelope, acceptance=log.accepted(envelope, time=log.s.time,
+                                                                     log_seq=4))
+    before = log.accepted(envelope, time=log.s.time - 2 * 60, log_seq=2)
+    assert log.open(envelope, acceptance=before).sender.handle == "alice"
+
+
+def test_content_wrapped_to_a_retired_key_opens_only_inside_the_window():
+    log = NewerLog()
+    head = log.verifier().seq
+    rotation = log.s.rotate_encryption("bob")                 # 3: bob's key version 2
+    log.bob_keys[2] = log.encryption("bob", 2)
+    t_r = rotation["time"]
+    # Sealed before the rotation entry (a legitimate race): opens, nothing to report.
+    early = log.open(log.seal(head=head, created=t_r - 60))
+    assert early.key_version == 1 and early.stale == ()
+    # Sealed against the old head after the rotation, inside the window: opens, reported.
+    inside = log.open(log.seal(head=head, created=t_r + ROTATION_WINDOW))
+    assert [c.as_json() for c in inside.stale] == [
+        {"seq": 3, "time": t_r, "handle": "bob", "change": "encryption-key"}]
+    # Past the window by the sender's clock, or by the relay's acceptance: refused.
+    late = log.seal(head=head, created=t_r + ROTATION_WINDOW + 1)
+    log.refused("retired-key", late)
+    held = log.seal(head=head, created=t_r + 60)
+    log.refused("retired-key", held, acceptance=log.accepted(
+        held, time=t_r + ROTATION_WINDOW + 1, log_seq=3))
+    # A head at or after the rotation and still the old key: no honest sealer does that.
+    log.s.set_policy(retention=40 * DAY)                       # 4: the log moves on
+    log.refused("retired-key", _wrapped_to_version_1(log, head=3))
+    # The current key opens whatever the head.
+    assert log.open(log.seal(created=log.s.time)).key_version == 2
+
+
+def test_a_recipient_removed_before_sealing_is_reported_not_refused():
+    log = NewerLog()
+    head = log.verifier().seq
+    removal = log.s.remove("carol")                            # 3
+    later = log.open(log.seal(head=head, created=removal["time"] + 30))
+    assert [(c.seq, c.handle, c.what) for c in later.stale] == [(3, "carol", "removed")]
+    before = log.open(log.seal(head=head, created=removal["time"] - 30))
+    assert before.stale == ()
+    # The relay's acceptance says it had the entry: reported even if the clocks say otherwise.
+    envelope = log.seal(head=head, created=removal["time"] - 30)
+    seen = log.open(envelope, acceptance=log.accepted(envelope, time=removal["time"] - 30,
+                                                      log_seq=3))
+    assert [c.handle for c in seen.stale] == ["carol"]
+
+
+def _wrapped_to_version_1(log, *, head):
+    """alice's message whose payload names ``head`` but is wrapped to bob's version 1."""
+    v = log.verifier()
+    r = v.roster_at(head)
+    payload = {"v": 1, "id": b64e(b"\x07" * 16), "network": b64e(r.genesis_hash),
+               "sender": "alice", "recipients": ["bob", "carol"], "created": log.s.time,
+               "roster_head": r.head(), "headers": normalise_headers(HEADERS), "body": "x",
+               "manifest": []}
+    signed = {"payload": payload, "sig": log.s.keys["alice"].sign_b64("message", payload)}
+    wrap_to = {"bob": (1, log.bob_keys[1].public), "carol": (1, log.encryption("carol", 1).public)}
+    return env_mod._encrypt(header_view(payload), canonical(signed), wrap_to, [], bytes(32),
+                            bytes(24))

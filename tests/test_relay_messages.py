@@ -50,6 +50,7 @@ async def test_submit_returns_a_signed_submission_receipt(trio):
     assert receipt["network"] == b64e(trio.genesis_hash)
     assert (receipt["sender"], receipt["recipients"]) == ("ana", ["bob", "carol"])
     assert receipt["time"] == trio.relay.now()
+    assert receipt["log_seq"] == trio.roster.seq        # the log head when it was accepted
     # The recipients can open what the relay stored and handed back.
     stored = (await fetch(trio, bob, envelope["id"])).json()["envelope"]
     assert trio.open(bob, stored).body == "hello"
@@ -191,8 +192,12 @@ async def test_fetch_records_a_chained_delivery_receipt(trio):
     # A second fetch hands back the same receipt, not a new one.
     assert (await fetch(trio, bob, envelope["id"])).json()["receipt"] == delivered_bob
 
-    delivered_carol = (await fetch(trio, carol, envelope["id"])).json()["receipt"]
+    assert body["submission"] == submission and body["chain"] == []
+    carol_sees = (await fetch(trio, carol, envelope["id"])).json()
+    delivered_carol = carol_sees["receipt"]
     verify_relay_receipt(delivered_carol, relay_key)
+    # Carol is shown what links her delivery to the submission: Bob's delivery before it.
+    assert carol_sees["submission"] == submission and carol_sees["chain"] == [delivered_bob]
     chains = verify_chain([submission, delivered_bob, delivered_carol])
     assert chains[envelope["id"]] == [submission, delivered_bob, delivered_carol]
     with pytest.raises(ReceiptError):
@@ -200,7 +205,8 @@ async def test_fetch_records_a_chained_delivery_receipt(trio):
 
     # The sender fetches its own envelope without creating evidence.
     reply = await fetch(trio, ana, envelope["id"])
-    assert reply.json() == {"envelope": envelope, "receipt": None}
+    assert reply.json() == {"envelope": envelope, "receipt": None, "submission": submission,
+                            "chain": []}
 
     result = (await status(trio, ana, envelope["id"])).json()
     assert result["recipients"]["bob"]["state"] == "delivered"

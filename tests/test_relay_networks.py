@@ -17,6 +17,7 @@ from keys.encoding import b64e
 from keys.hpke import EncryptionKey, make_key_record
 from keys.identity import IdentityKey
 from keys.log import default_policy, entry_hash, make_genesis, member_record
+from keys.log_head import verify_log_head
 from relay.constants import MAX_LOG_PAGE
 from tests.relay_helpers import Member, create_network, relay  # noqa: F401  (fixture)
 
@@ -167,6 +168,10 @@ async def test_log_paging(relay):
     assert [e["seq"] for e in body["entries"]] == [2, 3, 4]
     assert body["more"] is True
     assert body["head"] == {"seq": 6, "hash": b64e(network.verifier.hash_at(6))}
+    # Every page carries the head signed by the relay key, dated by the relay's clock.
+    signed = verify_log_head(body["signed_head"], relay.state.key.public)
+    assert (signed["seq"], signed["hash"], signed["time"]) == (6, body["head"]["hash"], relay.now())
+    assert signed["network"] == b64e(network.verifier.hash_at(0))
 
     reply = await network.read_log(ana, since=5, limit=3)
     assert [e["seq"] for e in reply.json()["entries"]] == [5, 6]

@@ -2,8 +2,9 @@
 
 POST /v1/networks/{network}/messages                 {"envelope"} -> {"receipt"} (201 new, 200 retry)
 GET  /v1/networks/{network}/mailbox?after=C&limit=N  envelopes waiting for me, in cursor order
-GET  /v1/networks/{network}/messages/{id}            the envelope; a recipient's first fetch
-                                                     records delivery and returns its receipt
+GET  /v1/networks/{network}/messages/{id}            the envelope, its submission receipt; a
+                                                     recipient's first fetch records delivery and
+                                                     returns its receipt, chained to the submission
 POST /v1/networks/{network}/messages/{id}/collected  I have it: delete once everyone has it
 GET  /v1/networks/{network}/messages/{id}/status     the sender's view: per-recipient evidence,
                                                      and a signed statement of the chain's end
@@ -49,9 +50,12 @@ async def submit(request: web.Request) -> web.Response:
     text = canonical(envelope, checked=True)          # read_json parsed (and checked) it
     digest = hashlib.sha256(text).digest()            # = keys.envelope.envelope_hash, text at hand
     now = relay.now()
+    # log_seq: the log as this relay knew it when it accepted; a recipient counts a signature
+    # by a key replaced later only if it was accepted before the replacing entry (break 2).
     receipt = make_relay_receipt(
         relay.key, "submission-accepted", network=envelope["network"], message_id=envelope["id"],
-        envelope_hash=digest, sender=member.handle, time=now, recipients=envelope["recipients"])
+        envelope_hash=digest, sender=member.handle, time=now, recipients=envelope["recipients"],
+        log_seq=roster.seq)
     stored, created = await relay.store.submit_message(
         network, envelope["id"], member.handle, envelope["recipients"], text.decode("utf-8"),
         b64e(digest), len(text), envelope["blobs"], canonical(receipt).decode("utf-8"), now)
@@ -102,16 +106,42 @@ async def fetch(request: web.Request) -> web.Response:
     state, member = await relay.member(request, network)
     message_id = path_id(request, "id", "no-message")
     message = await relay.store.get_message(network, message_id)
+    chain: list[str] = []
     if member.handle in message.recipients:
         envelope = await relay.store.get_envelope(network, message_id)
         receipt = await _deliver(relay, state, message, member.handle)
+        chain = await _between(relay, network, message, receipt)
         relay.metrics.inc("comity_bytes_sent_total", len(envelope))
     elif member.handle == message.sender:
         envelope, receipt = await relay.store.get_envelope(network, message_id), "null"
     else:
         raise RelayError("no-message")
-    body = (b'{"envelope":' + envelope.encode("utf-8") + b',"receipt":' + receipt.encode("utf-8") + b"}")
+    body = (b'{"envelope":' + envelope.encode("utf-8") + b',"receipt":' + receipt.encode("utf-8")
+            + b',"submission":' + message.receipt.encode("utf-8")
+            + b',"chain":[' + ",".join(chain).encode("utf-8") + b"]}")
     return web.Response(body=body, content_type="application/json")
+
+
+def _evidence_hash(text: str) -> str:
+    # Receipts are stored as canonical JSON, so this is keys.receipts.evidence_hash.
+    return b64e(hashlib.sha256(text.encode("utf-8")).digest())
+
+
+async def _between(relay, network: str, message, delivery: str) -> list[str]:
+    """The relay receipts linking the submission receipt to ``delivery`` (earlier recipients'
+    outcomes), oldest first, so the recipient can check its delivery chains from the
+    submission it is shown. Empty for the first recipient to collect."""
+    root = _evidence_hash(message.receipt)
+    prev = parse(delivery)["prev"]
+    if prev == root:
+        return []
+    status = await relay.store.message_status(network, message.message_id)
+    by_hash = {_evidence_hash(text): text for r in status.recipients for text in r.receipts.values()}
+    chain: list[str] = []
+    while prev != root and prev in by_hash and len(chain) < len(by_hash):
+        chain.append(by_hash[prev])
+        prev = parse(by_hash[prev])["prev"]
+    return chain[::-1]
 
 
 async def collected(request: web.Request) -> web.Response:

@@ -2,7 +2,8 @@
 
 POST /v1/networks                      create a network from a genesis entry and a creation token
                                        (the genesis must name this relay's key)
-GET  /v1/networks/{network}/log        entries since=SEQ (members, or holders of a pending invite)
+GET  /v1/networks/{network}/log        entries since=SEQ (members, or holders of a pending invite),
+                                       with the head they end at, signed by the relay key
 POST /v1/networks/{network}/log        append one entry (verified by the same rules as clients)
 """
 
@@ -16,6 +17,7 @@ from keys.encoding import b64e, canonical
 from keys.errors import KeysError, LogError
 from keys.identity import IdentityPublicKey, format_fingerprint
 from keys.log import LogVerifier, entry_hash
+from keys.log_head import make_log_head
 
 from ..constants import MAX_LOG_PAGE
 from ..context import RELAY, NetworkState
@@ -86,12 +88,20 @@ async def get_log(request: web.Request) -> web.Response:
     state = await _log_reader(request, network)
     since = query_int(request, "since", 0, 0, 2**53)
     limit = query_int(request, "limit", MAX_LOG_PAGE, 1, MAX_LOG_PAGE)
-    rows = await relay.store.log_entries(network, since, limit)
+    roster = state.roster
+    head = roster.head()
+    # Never past the head we sign: another worker may have appended since we read the log.
+    rows = [row for row in await relay.store.log_entries(network, since, limit)
+            if row.seq <= roster.seq]
     # Entries are stored as canonical JSON text: splice them without re-parsing.
     entries = b",".join(row.entry.encode("utf-8") for row in rows)
-    head = state.roster.head()
     more = bool(rows) and rows[-1].seq < head["seq"]
+    # A signed, dated head: a relay hiding newer entries must sign a fresh head that omits
+    # them, which the entries' own times later contradict (keys/log_head.py).
+    signed = make_log_head(relay.key, network=state.genesis_hash, seq=roster.seq,
+                           head_hash=roster.head_hash, time=relay.now())
     body = (b'{"entries":[' + entries + b'],"head":' + canonical(head)
+            + b',"signed_head":' + canonical(signed)
             + b',"more":' + (b"true" if more else b"false") + b"}")
     return web.Response(body=body, content_type="application/json")
 

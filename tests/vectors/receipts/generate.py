@@ -42,6 +42,10 @@ PAYLOAD_HASH = hashlib.sha256(b"comity test signed payload").digest()
 COMMON = {"network": NETWORK, "message_id": MESSAGE_ID, "envelope_hash": ENVELOPE_HASH,
           "sender": "alice.ministerio"}
 RECIPIENTS = ["bob.parquet", "carol.fgr", "dave.mp"]
+#: the relay's membership log head when it accepted the message
+LOG_SEQ = 12
+#: a recipient's newer log head, named in its acknowledgement
+NEWER_HEAD = {"seq": 14, "hash": b64e(hashlib.sha256(b"comity test log entry 14").digest())}
 
 
 def resign(key: IdentityKey, purpose: str, record: dict) -> dict:
@@ -57,7 +61,7 @@ def tampered(record: dict, **changes) -> dict:
 
 def relay_cases() -> tuple[dict, list[dict]]:
     accepted = make_relay_receipt(RELAY, "submission-accepted", **COMMON, time=T0,
-                                  recipients=RECIPIENTS)
+                                  recipients=RECIPIENTS, log_seq=LOG_SEQ)
     rejected = make_relay_receipt(RELAY, "submission-rejected", **COMMON, time=T0,
                                   recipients=RECIPIENTS, reason="unknown-recipient")
     delivered = make_relay_receipt(RELAY, "delivered", **COMMON, time=T0 + 60,
@@ -119,6 +123,15 @@ def relay_cases() -> tuple[dict, list[dict]]:
          "bad-field")
     case("sender is not a valid handle",
          resign(RELAY, RELAY_PURPOSE, tampered(accepted, sender="Alice")), "bad-field")
+    case("accepted submission without log_seq (it then proves nothing about the log)",
+         resign(RELAY, RELAY_PURPOSE, {k: v for k, v in accepted.items() if k != "log_seq"}),
+         "success")
+    case("tampered: log_seq moved back after signing", tampered(accepted, log_seq=LOG_SEQ - 1),
+         "bad-signature")
+    case("log_seq is negative", resign(RELAY, RELAY_PURPOSE, tampered(accepted, log_seq=-1)),
+         "bad-field")
+    case("log_seq on a delivered receipt",
+         resign(RELAY, RELAY_PURPOSE, tampered(delivered, log_seq=LOG_SEQ)), "unknown-field")
     doc = {"relay_public_key": key, "relay_fingerprint": fp,
            "signing_input_hex": signing_input(
                RELAY_PURPOSE, {k: v for k, v in accepted.items() if k != "sig"}).hex(),
@@ -128,7 +141,7 @@ def relay_cases() -> tuple[dict, list[dict]]:
 
 def ack_cases() -> list[dict]:
     accepted = make_relay_receipt(RELAY, "submission-accepted", **COMMON, time=T0,
-                                  recipients=RECIPIENTS)
+                                  recipients=RECIPIENTS, log_seq=LOG_SEQ)
     delivered = make_relay_receipt(RELAY, "delivered", **COMMON, time=T0 + 60,
                                    prev=evidence_hash(accepted), recipient="bob.parquet")
     base = dict(COMMON, recipient="bob.parquet", time=T0 + 65, prev=evidence_hash(delivered))
@@ -148,10 +161,24 @@ def ack_cases() -> list[dict]:
     case("rejected: not addressed to bob, found before decrypting",
          make_ack(BOB, "rejected", **base, reason="not-a-recipient"), "success")
     for reason in ("bad-signature", "unknown-sender", "not-a-recipient", "removed-member",
-                   "bad-envelope"):
+                   "bad-envelope", "superseded-key", "retired-key"):
         case(f"rejected: {reason}",
              make_ack(BOB, "rejected", **base, payload_hash=PAYLOAD_HASH, reason=reason),
              "success")
+    newer = make_ack(BOB, "acknowledged", **base, payload_hash=PAYLOAD_HASH,
+                     newer_head=NEWER_HEAD)
+    case("acknowledged, naming bob's newer log head (the sender's view was stale)", newer,
+         "success")
+    case("rejected: retired-key, naming bob's newer log head",
+         make_ack(BOB, "rejected", **base, payload_hash=PAYLOAD_HASH, reason="retired-key",
+                  newer_head=NEWER_HEAD), "success")
+    case("tampered: newer_head removed after signing",
+         {k: v for k, v in newer.items() if k != "newer_head"}, "bad-signature")
+    case("newer_head without its hash",
+         resign(BOB, ACK_PURPOSE, tampered(newer, newer_head={"seq": 14})), "bad-field")
+    case("newer_head with a negative seq",
+         resign(BOB, ACK_PURPOSE, tampered(newer, newer_head={**NEWER_HEAD, "seq": -1})),
+         "bad-field")
     case("tampered: payload hash replaced",
          tampered(ack, payload_hash=b64e(ENVELOPE_HASH)), "bad-signature")
     case("tampered: rejection turned into acknowledgement",
@@ -184,7 +211,7 @@ def chain_doc() -> dict:
     t = T0
     rec: dict[str, dict] = {}
     rec["accepted"] = make_relay_receipt(RELAY, "submission-accepted", **COMMON, time=t,
-                                         recipients=RECIPIENTS)
+                                         recipients=RECIPIENTS, log_seq=LOG_SEQ)
     rec["delivered-bob"] = make_relay_receipt(RELAY, "delivered", **COMMON, time=t + 60,
                                               prev=evidence_hash(rec["accepted"]),
                                               recipient="bob.parquet")
