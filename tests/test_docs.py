@@ -45,3 +45,28 @@ def test_every_kind_and_reason_is_documented(kind):
 
 def test_invite_prefix_is_documented():
     assert invite.CODE_PREFIX in PROTOCOL
+
+
+def test_every_test_the_threat_model_names_exists():
+    """docs/threat-model.md's attack table names the test proving each defence: it must be real."""
+    import ast
+    root = pathlib.Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "threat-model.md").read_text(encoding="utf-8")
+    table = text.split("## Attacks and the tests that prove the defences", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if re.match(r"^\| (\d+[a-z]?|w\d+) \|", line)]
+    assert len(rows) >= 30
+    named = 0
+    for row in rows:
+        cell = row.rstrip(" |").rsplit(" | ", 1)[1]
+        current = None
+        for ref in re.findall(r"`([^`]+)`", cell):
+            path, _, test = ref.partition("::")
+            if path.startswith("tests/"):
+                current = path
+                assert (root / path).exists(), f"{path} (named in docs/threat-model.md) does not exist"
+            if test:
+                tree = ast.parse((root / current).read_text(encoding="utf-8"))
+                names = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+                assert test in names, f"{current}::{test} (named in docs/threat-model.md) does not exist"
+                named += 1
+    assert named >= len(rows)
