@@ -304,7 +304,7 @@ def test_watch_exec_runs_once_per_message_across_a_relay_restart_and_a_kill(worl
         _wait_for_text(logs[1], "watch: waiting for messages", watcher)
         wait_until(all_recorded, WATCH_TIMEOUT, "the new watcher to run what the killed one left")
         # Whether the killed command finished cannot be known: at most once, so it is reported.
-        assert f"--exec for {held} was interrupted" in logs[1].read_text(encoding="utf-8")
+        _wait_for_text(logs[1], f"--exec for {held} was interrupted", watcher)
         batch("late 1", "late 2")
         wait_until(all_recorded, WATCH_TIMEOUT, "the late messages to be registered")
         batch("hold-2")
