@@ -142,12 +142,18 @@ class AcksMixin(Core):
             if receipt["message_id"] == message_id and evidence_hash(receipt) not in known:
                 sent["receipts"].append(receipt)
                 known.add(evidence_hash(receipt))
+        acks, loose = chained_acks(sent["receipts"], sent.get("acks", []))
+        for ack in loose:
+            # A recipient (or a relay handing it a bogus delivery receipt) cannot break our whole
+            # evidence with one ack that hangs off nothing: it is kept, not counted, and said.
+            self.notice(f"{ack['recipient']}'s {ack['kind']} of {message_id} does not follow the relay's "
+                        "delivery receipt to them: not counted as evidence")
         try:
-            verify_chain(sent["receipts"] + sent.get("acks", []))
+            verify_chain(sent["receipts"] + acks)
         except KeysError as exc:
             raise TrustError(f"the evidence of {message_id} does not chain: {exc.message}") from None
         self.state.update("message", network, message_id, sent, flags="out")
-        summary = self.evidence_summary(message_id, sent)
+        summary = self.evidence_summary(message_id, dict(sent, acks=acks))
         for handle, r in summary["recipients"].items():
             member = verifier.roster.member(handle)
             # An acknowledgement earned while the signer was a member stays evidence; it is shown
@@ -204,3 +210,11 @@ def _signed_by(ack: dict, member) -> bool:
     except KeysError:
         return False
     return True
+
+
+def chained_acks(receipts: list[dict], acks: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Split acknowledgements into those that follow the relay's ``delivered`` receipt of their
+    recipient (evidence) and those that do not (kept, never counted)."""
+    delivered = {r["recipient"]: b64e(evidence_hash(r)) for r in receipts if r.get("kind") == "delivered"}
+    chained = [a for a in acks if delivered.get(a["recipient"]) == a["prev"]]
+    return chained, [a for a in acks if delivered.get(a["recipient"]) != a["prev"]]

@@ -34,6 +34,9 @@ from .state import LocalState, NetworkRow
 
 log = logging.getLogger("comity.client")
 
+#: warnings kept for the user during one command (more are only logged)
+MAX_NOTICES = 1000
+
 #: an encryption key published at enrollment is valid this long; watch/rotate renew it
 KEY_LIFETIME = 365 * DAY
 
@@ -146,7 +149,8 @@ class Core:
     def notice(self, text: str) -> None:
         """Something the user must hear about that does not stop the command."""
         log.info("%s", text)     # info: the CLI prints notices itself; a library user may log them
-        self.notices.append(text)
+        if len(self.notices) < MAX_NOTICES:    # a hostile relay cannot grow this without bound
+            self.notices.append(text)
 
     @property
     def handle(self) -> str:

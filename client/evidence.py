@@ -19,6 +19,7 @@ from keys.identity import IdentityPublicKey
 from keys.receipts import evidence_hash
 from keys.relay_status import verify_status
 
+from .acks import chained_acks
 from .core import Core
 from .errors import ClientError, NotFound, TrustError
 
@@ -46,7 +47,8 @@ class EvidenceMixin(Core):
         receipts, statement = await self._relay_status(network, message_id, sent["receipts"])
         bundle = make_bundle(network=network, message_id=message_id, envelope=sent["envelope"],
                              content_key=b64d(sent["content_key"]), signed_payload=sent["signed_payload"],
-                             evidence=receipts + sent.get("acks", []), relay_status=statement,
+                             evidence=receipts + chained_acks(receipts, sent.get("acks", []))[0],
+                             relay_status=statement,
                              log=self.state.log_entries(network), exporter=self.identity,
                              exported_by=self.handle, exported_at=self.now())
         report = verify_bundle(bundle)

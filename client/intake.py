@@ -10,7 +10,7 @@ Three things the relay (or a lying member) can try, and the answer to each
   a member re-using an id). It is kept apart as a ``collision`` row and reported;
   the stored message is never replaced.
 * **a transient failure** (the log is behind, an attachment cannot be fetched or
-  arrives damaged): nothing is signed and the relay is not told "collected"; the
+  arrives damaged, the relay's acceptance that a replaced key needs is missing): nothing is signed and the relay is not told "collected"; the
   message is retried with backoff (``retry`` rows) until it opens or the relay's
   retention ends. Only failures that retrying cannot change (a bad signature, a
   wrong recipient) are signed ``rejected``.
@@ -21,7 +21,7 @@ from __future__ import annotations
 from keys.constants import HOUR, MINUTE
 
 #: reasons that a later attempt can change: never signed as a rejection
-TRANSIENT_REASONS = frozenset({"log-behind", "attachment-unavailable"})
+TRANSIENT_REASONS = frozenset({"log-behind", "attachment-unavailable", "acceptance-missing"})
 #: the first retry waits this long; each further one twice as long, up to RETRY_MAX
 RETRY_FIRST = 1 * MINUTE
 RETRY_MAX = 6 * HOUR

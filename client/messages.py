@@ -257,6 +257,13 @@ class MessagesMixin(AcksMixin):
             record["reason"], record["problem"] = "log-behind", exc.message
             return record, None, True
         except (EnvelopeError, DecryptionError) as exc:
+            if exc.reason == "superseded-key" and acceptance is None:
+                # Without the relay's signed acceptance nothing says when it was submitted: a
+                # relay that leaves it out must not earn a signed rejection. Ask again later.
+                record["reason"] = "acceptance-missing"
+                record["problem"] = ("the sender's key was replaced since, and the relay did not hand "
+                                     "over its signed acceptance of the message")
+                return record, None, True
             record["reason"] = exc.reason or "bad-envelope"
             if exc.reason == "retired-key":     # tell the sender which log it should have seen
                 record["newer_head"] = verifier.roster.head()

@@ -8,6 +8,7 @@ against the relay keys the network's verified membership log names
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any, AsyncIterator, Callable
 
@@ -236,17 +237,38 @@ class RelayClient:
         return receipt
 
     async def mailbox(self, network: str, handle: str, after: int) -> list[dict]:
-        return (await self._authed(network, handle, "GET",
-                                   f"/v1/networks/{network}/mailbox?after={after}"))["messages"]
+        """One page of the mailbox after ``after``: items ``{"id", "cursor"}`` whose cursors grow
+        past ``after`` (a relay that serves the same page again would keep a client busy for ever)."""
+        answer = await self._authed(network, handle, "GET", f"/v1/networks/{network}/mailbox?after={after}")
+        items = answer.get("messages") if isinstance(answer, dict) else None
+        if not isinstance(items, list) or len(items) > MAX_MAILBOX_ITEMS:
+            raise TrustError(f"the relay at {self.url} sent a malformed mailbox page")
+        last = after
+        for item in items:
+            if (not isinstance(item, dict) or not isinstance(item.get("id"), str)
+                    or not _MESSAGE_ID.fullmatch(item["id"]) or not _is_int(item.get("cursor"))
+                    or item["cursor"] <= last):
+                raise TrustError(f"the relay at {self.url} sent a malformed mailbox page "
+                                 "(an item without a valid id, or a cursor that does not grow)")
+            last = item["cursor"]
+        return items
 
     async def fetch(self, network: str, handle: str, message_id: str
                     ) -> tuple[dict, dict | None, dict | None]:
         """``(envelope, delivered receipt, submission receipt)``; the submission receipt only if
         the delivery chains from it (else None: it then proves nothing)."""
         answer = await self._authed(network, handle, "GET", f"/v1/networks/{network}/messages/{message_id}")
+        if not isinstance(answer, dict) or not isinstance(answer.get("envelope"), dict):
+            raise TrustError(f"the relay at {self.url} sent a malformed message answer")
         receipt = answer.get("receipt")
         if receipt is not None:
             self.check_receipt(receipt)
+            # Only the relay's delivery of this message to us can anchor our acknowledgement. (Its
+            # envelope hash may differ from what arrived: then we sign a rejection naming both.)
+            if (receipt.get("kind") != "delivered" or receipt.get("recipient") != handle
+                    or receipt.get("message_id") != answer["envelope"].get("id")):
+                raise TrustError(f"the relay's delivery receipt for {message_id} is not about this "
+                                 "message delivered to you")
         acceptance = chained_acceptance(self, handle, answer.get("submission"), answer.get("chain"),
                                         receipt)
         return answer["envelope"], receipt, acceptance
@@ -255,7 +277,12 @@ class RelayClient:
         await self._authed(network, handle, "POST", f"/v1/networks/{network}/messages/{message_id}/collected")
 
     async def status(self, network: str, handle: str, message_id: str) -> dict:
-        return await self._authed(network, handle, "GET", f"/v1/networks/{network}/messages/{message_id}/status")
+        answer = await self._authed(network, handle, "GET",
+                                    f"/v1/networks/{network}/messages/{message_id}/status")
+        if not isinstance(answer, dict) or not isinstance(answer.get("receipts", []), list) \
+                or not all(isinstance(r, dict) for r in answer.get("receipts", [])):
+            raise TrustError(f"the relay at {self.url} sent a malformed status answer")
+        return answer
 
     async def events(self, network: str, handle: str) -> aiohttp.ClientWebSocketResponse:
         """The push WebSocket of new-mail events (formats in relay/push.py)."""
@@ -317,6 +344,15 @@ class RelayClient:
         finally:
             response.release()
         return received
+
+
+#: a mailbox page holds at most this many items (the relay's page size is far smaller)
+MAX_MAILBOX_ITEMS = 10_000
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def receipt_mismatch(receipt: dict, envelope: dict, sender: str) -> str | None:

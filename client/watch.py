@@ -40,6 +40,8 @@ MAX_BACKOFF = 60
 MAINTENANCE_INTERVAL = 3600
 #: with no event for this long, the watcher retries a failed --exec command (seconds)
 EXEC_RETRY = 30
+#: a command that exits non-zero this many times for one message is not run for it again
+MAX_EXEC_ATTEMPTS = 5
 
 
 class Watcher:
@@ -151,13 +153,23 @@ class Watcher:
 
     async def _catch_up(self, network: str) -> None:
         async with self._lock:
-            new = await self.client._collect(network, ack=self.ack, exec_pending=self.exec_cmd is not None)
+            try:
+                new = await self.client._collect(network, ack=self.ack,
+                                                 exec_pending=self.exec_cmd is not None)
+            finally:
+                self._tell_notices()
             for message in new:
                 state = "verified" if message["verified"] else f"NOT verified ({message.get('reason')})"
                 self.say(f"{network}: {message['id']} from {message['from']}: {message.get('subject')!r} [{state}]")
             self.processed += len(new)
             await self._run_pending_execs()
             await self._maintain(network)
+
+    def _tell_notices(self) -> None:
+        """A watcher runs for days: its warnings are said as they come, not when it stops."""
+        for text in self.client.notices:
+            self.say(f"warning: {text}")
+        self.client.notices.clear()
 
     def _report_interrupted(self) -> None:
         """Commands that were running when a watcher died: reported, never run a second time."""
@@ -183,8 +195,12 @@ class Watcher:
                 await run
                 raise
             if status != 0:
-                self.say(f"--exec failed for {message_id} (exit status {status}); will retry")
-                return
+                # One failing message must not hold back the others: go on with them.
+                if record["exec"] == "failed":
+                    self.say(f"--exec failed for {message_id} (exit status {status}) "
+                             f"{MAX_EXEC_ATTEMPTS} times: not run again")
+                else:
+                    self.say(f"--exec failed for {message_id} (exit status {status}); will retry")
 
     async def _exec(self, network: str, message_id: str, flags: str, record: dict) -> int:
         payload = json.dumps(self.client.read(message_id, network=network),
@@ -193,7 +209,10 @@ class Watcher:
         self.client.state.update("message", network, message_id, record, flags=flags)
         process = await asyncio.create_subprocess_shell(self.exec_cmd, stdin=asyncio.subprocess.PIPE)
         await process.communicate(payload)
-        record["exec"] = "done" if process.returncode == 0 else "pending"
+        failures = record.get("exec_failures", 0) + (process.returncode != 0)
+        record["exec_failures"] = failures
+        record["exec"] = ("done" if process.returncode == 0
+                          else "failed" if failures >= MAX_EXEC_ATTEMPTS else "pending")
         self.client.state.update("message", network, message_id, record, flags=flags)
         return process.returncode
 

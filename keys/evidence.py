@@ -27,6 +27,7 @@ import hmac
 from typing import Any
 
 from . import envelope as env
+from .constants import CLOCK_SKEW
 from .encoding import b64d, b64e, canonical, parse, require_fields, signing_input
 from .errors import KeysError
 from .evidence_report import Finding, Outcome, Report, outcomes, when  # noqa: F401  (re-exported)
@@ -230,7 +231,8 @@ def _verify(bundle: Any, report: Report, expected_network: bytes | None) -> None
     if exporter is None:
         raise EvidenceError(f"the exporter {bundle['exported_by']!r} is not in the membership log")
     unsigned = {k: v for k, v in bundle.items() if k != "exporter_signature"}
-    _any_key_of(verifier, exporter.handle, 0, BUNDLE_PURPOSE, unsigned, bundle["exporter_signature"])
+    _any_key_of(verifier, exporter.handle, 0, BUNDLE_PURPOSE, unsigned, bundle["exporter_signature"],
+                at=bundle["exported_at"])
     report.add(True, f"the bundle as a whole is signed by its exporter, {exporter.handle}")
     report.recipients = outcomes(payload["recipients"], chain, status["time"], altered)
 
@@ -320,24 +322,45 @@ def _check_chain_end(last: dict, status: dict) -> None:
 
 
 def _member_key_for(verifier: LogVerifier, handle: str, from_seq: int, record: dict) -> IdentityPublicKey:
-    """The recipient's identity key that signed ``record``: any it held from ``from_seq`` on."""
+    """The recipient's identity key that signed ``record``: one it held from ``from_seq`` on, and
+    still held when the record says it was signed."""
     check_ack(record)
     return _any_key_of(verifier, handle, from_seq, ACK_PURPOSE, _unsigned(record), record["sig"],
-                       what=f"{handle}'s {record['kind']}")
+                       what=f"{handle}'s {record['kind']}", at=record["time"])
 
 
 def _any_key_of(verifier: LogVerifier, handle: str, from_seq: int, purpose: str, record: dict,
-                sig: str, what: str = "the bundle") -> IdentityPublicKey:
-    """The identity key, among those ``handle`` held from ``from_seq`` on, that signed ``record``."""
+                sig: str, what: str = "the bundle", at: int | None = None) -> IdentityPublicKey:
+    """The identity key, among those ``handle`` held from ``from_seq`` on, that signed ``record``.
+
+    With ``at`` (the time the signer states), a key counts only if the log had not replaced or
+    revoked it more than CLOCK_SKEW before: a rotated-away or stolen key cannot sign evidence
+    dated after its rotation.
+    """
     tried = set()
     for seq in range(from_seq, verifier.seq + 1):
         member = verifier.roster_at(seq).member(handle)
         if member is None or member.identity_key.raw in tried:
             continue
         tried.add(member.identity_key.raw)
+        if at is not None:
+            ended = _key_ended_at(verifier, handle, member.identity_key, seq)
+            if ended is not None and at > ended + CLOCK_SKEW:
+                continue
         try:
             member.identity_key.verify(purpose, record, sig)
             return member.identity_key
         except KeysError:
             continue
     raise EvidenceError(f"{what} is not signed by any key {handle} held")
+
+
+def _key_ended_at(verifier: LogVerifier, handle: str, key: IdentityPublicKey, seq: int) -> int | None:
+    """The time of the first entry after ``seq`` where ``handle`` no longer signs with ``key``
+    (rotated away or removed); None if it still does."""
+    for later in range(seq + 1, verifier.seq + 1):
+        roster = verifier.roster_at(later)
+        member = roster.member(handle)
+        if member is None or not member.active or member.identity_key != key:
+            return roster.time
+    return None

@@ -483,3 +483,32 @@ def test_the_documented_content_check_runs_verbatim(bundle_file, members, tmp_pa
     swapped.write_bytes(rebuilt(bundle, ana, evidence=relay_chain(bundle), signed_payload={
         "payload": payload, "sig": ana.identity.sign_b64("message", payload)}))
     assert run(swapped).endswith("content matches the signed payload: False\n")
+
+
+def test_an_acknowledgement_by_a_key_rotated_away_counts_only_if_dated_before_the_rotation():
+    """A stolen old identity key must not sign evidence dated after the member moved off it."""
+    from keys import evidence as ev
+    from keys.constants import CLOCK_SKEW
+    from keys.errors import KeysError
+    from keys.log import LogVerifier
+    from keys.receipts import make_ack
+    from tests.vectors.log.generate import base as log_base
+
+    s = log_base()
+    old = s.keys["bob"]
+    s.rotate_identity("bob", "alice")             # alice is the scenario's administrator
+    rotated_at = s.time
+    verifier = LogVerifier(s.genesis_hash)
+    verifier.extend(s.entries)
+
+    def ack_at(when: int) -> dict:
+        return make_ack(old, "acknowledged", network=s.genesis_hash, message_id="M" * 22,
+                        envelope_hash=bytes(32), sender="alice", recipient="bob", time=when,
+                        prev=bytes(32), payload_hash=bytes(32))
+
+    assert ev._member_key_for(verifier, "bob", 0, ack_at(rotated_at - 60)) == old.public
+    assert ev._member_key_for(verifier, "bob", 0, ack_at(rotated_at + CLOCK_SKEW)) == old.public
+    with pytest.raises(KeysError, match="not signed by any key bob held"):
+        ev._member_key_for(verifier, "bob", 0, ack_at(rotated_at + CLOCK_SKEW + 1))
+    with pytest.raises(KeysError):
+        ev._member_key_for(verifier, "bob", 0, ack_at(rotated_at + 30 * 86400))

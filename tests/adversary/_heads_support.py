@@ -87,8 +87,9 @@ def deliver_forged(mal, to: str, envelope: dict, *, submission: dict | None, del
             return None
         state["listed"] = True
         page = json.loads(body)
-        page["messages"].insert(0, {"cursor": 0, "id": message_id, "sender": envelope["sender"],
-                                    "size": len(json.dumps(envelope)), "accepted_at": delivery["time"]})
+        # After the real items, with a cursor beyond them: a client refuses cursors that do not grow.
+        page["messages"].append({"cursor": 10 ** 12, "id": message_id, "sender": envelope["sender"],
+                                 "size": len(json.dumps(envelope)), "accepted_at": delivery["time"]})
         return status, json.dumps(page).encode()
 
     answer = {"envelope": envelope, "receipt": delivery, "submission": submission, "chain": []}
