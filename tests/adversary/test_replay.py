@@ -27,7 +27,8 @@ from client.api import Comity
 from keys import envelope as env
 from keys.encoding import b64d, b64e
 
-from ..e2e_support import PASSPHRASE, Member, approve, assert_one_error, base_env
+from ..e2e_support import (PASSPHRASE, Member, approve, assert_one_error, base_env, kill_group,
+                           wait_until)
 from .conftest import MaliciousRelay
 
 NETWORK = "refco"
@@ -63,9 +64,9 @@ def list_again(mal: MaliciousRelay, listed_id: str, answer: bytes) -> None:
             page["messages"].append({"cursor": FAR_CURSOR, "id": listed_id, "sender": "alice",
                                      "size": len(answer), "accepted_at": 0})
         return status, json.dumps(page).encode()
-    mal.rewrite("GET", r"/mailbox\?", mailbox)
-    mal.on_request("GET", rf"/messages/{listed_id}$", lambda req: (200, answer))
-    mal.on_request("POST", rf"/messages/{listed_id}/collected$", lambda req: (200, b"{}"))
+    mal.rewrite("GET", rf"/networks/{NETWORK}/mailbox\?", mailbox)
+    mal.on_request("GET", rf"/networks/{NETWORK}/messages/{listed_id}$", lambda req: (200, answer))
+    mal.on_request("POST", rf"/networks/{NETWORK}/messages/{listed_id}/collected$", lambda req: (200, b"{}"))
 
 
 def submissions(mal: MaliciousRelay) -> int:
@@ -170,3 +171,21 @@ def test_an_id_reused_in_another_network_is_kept_apart_and_lookups_ask_which(wor
     assert "the original in refco" in alice.run("verify", str(out)).stdout
     read = alice.json("read", message_id, "--network", "iberred")
     assert read["subject"] == "a message with a borrowed id" and read["network"] == "iberred"
+
+
+def test_a_running_watcher_reports_a_replay_at_once(world, tmp_path):
+    """``comity watch`` runs for days: its warnings must show as they happen, not at its exit."""
+    mal, people = world.mal, world.people
+    alice, bob = people["alice"], people["bob"]
+    fetched = capture_fetches(mal)
+    message_id = send(alice, "bob", "replayed to a watcher")
+    bob.run("inbox")
+    list_again(mal, "Ww" * 11, fetched[message_id])
+    log = tmp_path / "watch.log"
+    watcher = bob.spawn("watch", log=log)
+    try:
+        wait_until(lambda: f"watch: warning: the relay delivered message {message_id}" in
+                   log.read_text(encoding="utf-8", errors="replace"), 60, "the replay warning")
+        assert watcher.poll() is None                  # said while running, not at the exit
+    finally:
+        kill_group(watcher)
