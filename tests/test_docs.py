@@ -53,7 +53,7 @@ def test_every_test_the_threat_model_names_exists():
     root = pathlib.Path(__file__).resolve().parents[1]
     text = (root / "docs" / "threat-model.md").read_text(encoding="utf-8")
     table = text.split("## Attacks and the tests that prove the defences", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in table.splitlines() if re.match(r"^\| (\d+[a-z]?|w\d+) \|", line)]
+    rows = [line for line in table.splitlines() if re.match(r"^\| (\d+[a-z]?|[wr]\d+) \|", line)]
     assert len(rows) >= 30
     named = 0
     for row in rows:
