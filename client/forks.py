@@ -64,6 +64,9 @@ class ForksMixin(Core):
         """Replace our log by the relay's chain, which must verify from the pinned genesis and hold
         ``head_hash`` (confirmed by an administrator out of band) at ``head_seq`` or anywhere."""
         row = self.network_row(network)
+        if self.state.get("fork", network, "current") is None:
+            # Re-pinning is the way out of a recorded fork, never a way to move a log back.
+            raise ClientError(f"no fork of the {network} log is recorded here: nothing to repin")
         served = await self._relay_chain(network)
         verifier = LogVerifier(b64d(row.genesis_hash))
         try:

@@ -79,3 +79,5 @@ def test_a_fork_is_refused_shown_and_repaired_only_with_the_confirmed_head(malic
     assert repinned["seq"] == relay_head["seq"]
     assert {m["handle"] for m in alice.json("members", "--network", NETWORK)} == {"secretariat", "alice"}
     assert_one_error(alice.run("network", "fork", NETWORK, ok=False), contains="no fork")
+    again = alice.run("network", "repin", NETWORK, "--head", confirmed["hash"], ok=False)
+    assert_one_error(again, contains="no fork of the refco log is recorded here: nothing to repin")
