@@ -19,31 +19,15 @@ from __future__ import annotations
 import gzip
 import urllib.request
 
-import pytest
-
 from client.relay_client import MAX_ANSWER_BYTES
 
 from ..e2e_support import assert_one_error
-from .conftest import MaliciousRelay, build_network
+from .conftest import MaliciousRelay
 
 NETWORK = "refco"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("answers")
-    mal = MaliciousRelay(root / "relay-side")
-    try:
-        yield mal, build_network(mal, root, "secretariat", ["alice"], network=NETWORK)
-    finally:
-        mal.close()
-
-
-@pytest.fixture(autouse=True)
-def honest_again(world):
-    yield
-    world[0].clear()
-
+PEOPLE = ["alice"]
 
 def _relay_info(mal: MaliciousRelay) -> bytes:
     """The honest relay's own answer to GET /v1/relay."""
@@ -52,7 +36,7 @@ def _relay_info(mal: MaliciousRelay) -> bytes:
 
 
 def test_an_answer_larger_than_any_legitimate_one_is_refused(world):
-    mal, people = world
+    mal, people = world.mal, world.people
     honest = _relay_info(mal)
     # Still the relay's real answer, with one more field: only its size is wrong.
     padded = honest[:-1] + b',"padding":"' + b"x" * MAX_ANSWER_BYTES + b'"}'
@@ -63,7 +47,7 @@ def test_an_answer_larger_than_any_legitimate_one_is_refused(world):
 
 
 def test_a_compressed_answer_is_refused_and_never_asked_for(world):
-    mal, people = world
+    mal, people = world.mal, world.people
     asked = []
 
     def record(req):

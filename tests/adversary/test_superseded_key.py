@@ -34,25 +34,8 @@ from keys.receipts import evidence_hash, make_ack, make_relay_receipt
 
 from ..e2e_support import PASSPHRASE
 from ._heads_support import deliver_forged
-from .conftest import MaliciousRelay, build_network
 
 NETWORK = "refco"
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("superseded")
-    mal = MaliciousRelay(root / "relay-side")
-    try:
-        yield mal, build_network(mal, root, "secretariat", ["alice", "bob"], network=NETWORK)
-    finally:
-        mal.close()
-
-
-@pytest.fixture(autouse=True)
-def honest_again(world):
-    yield
-    world[0].clear()
 
 
 def keys_of(member) -> dict:
@@ -87,7 +70,7 @@ def relay_receipt(mal, kind: str, envelope: dict, **fields) -> dict:
 
 @pytest.mark.parametrize("acceptance", ["none", "after the rotation"])
 def test_a_message_signed_by_a_replaced_identity_key_is_refused(world, acceptance):
-    mal, people = world
+    mal, people = world.mal, world.people
     admin, alice, bob = people["secretariat"], people["alice"], people["bob"]
     stolen = keys_of(alice)
     rotate_identity(alice, admin)
@@ -118,7 +101,7 @@ def test_a_message_signed_by_a_replaced_identity_key_is_refused(world, acceptanc
 
 
 def test_a_message_sent_before_the_rotation_still_verifies(world):
-    mal, people = world
+    people = world.people
     admin, alice, bob = people["secretariat"], people["alice"], people["bob"]
     message_id = alice.run("send", "--network", NETWORK, "--to", "bob", "--subject", "before",
                            input="sent, then my key was rotated").stdout.strip()
@@ -129,7 +112,7 @@ def test_a_message_sent_before_the_rotation_still_verifies(world):
 
 
 def test_an_acknowledgement_by_the_current_key_wins_over_a_forged_earlier_one(world):
-    mal, people = world
+    mal, people = world.mal, world.people
     admin, alice, bob = people["secretariat"], people["alice"], people["bob"]
     message_id = alice.run("send", "--network", NETWORK, "--to", "bob", "--subject", "for bob",
                            input="wrapped to bob's key of today").stdout.strip()

@@ -37,27 +37,10 @@ from keys.identity import IdentityKey
 
 from ..e2e_support import PASSPHRASE, assert_one_error
 from ._heads_support import hide_from, sign_head, stored_hash
-from .conftest import MaliciousRelay, build_network
 
 NETWORK = "refco"
 #: alice's clock in the late send: far enough past the rotation that the window has closed
 LATE = ROTATION_WINDOW + 5 * MINUTE
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("withheld")
-    mal = MaliciousRelay(root / "relay-side")
-    try:
-        yield mal, build_network(mal, root, "secretariat", ["alice", "bob"], network=NETWORK)
-    finally:
-        mal.close()
-
-
-@pytest.fixture(autouse=True)
-def honest_again(world):
-    yield
-    world[0].clear()
 
 
 def relay_head(mal) -> int:
@@ -125,7 +108,7 @@ def _behind(mal):
     (_behind, "the relay is withholding or rolling back the log"),
 ])
 def test_a_log_head_the_relay_does_not_stand_behind_is_refused(world, lie, said):
-    mal, people = world
+    mal, people = world.mal, world.people
     alice = people["alice"]
     mal.rewrite("GET", r"/log\?", _served(lie(mal)))
     assert_one_error(alice.run("members", "--network", NETWORK, ok=False), contains=said)
@@ -134,7 +117,7 @@ def test_a_log_head_the_relay_does_not_stand_behind_is_refused(world, lie, said)
 
 
 def test_a_message_sealed_against_a_withheld_rotation_opens_inside_the_window_and_the_sender_is_warned(world):
-    mal, people = world
+    mal, people = world.mal, world.people
     alice, bob = people["alice"], people["bob"]
     alice.run("members", "--network", NETWORK)
     rotation = relay_head(mal) + 1
@@ -169,7 +152,7 @@ def test_a_message_sealed_against_a_withheld_rotation_opens_inside_the_window_an
 
 
 def test_past_the_window_the_recipient_refuses_and_the_withholding_is_proven(world):
-    mal, people = world
+    mal, people = world.mal, world.people
     alice, bob = people["alice"], people["bob"]
     alice.run("members", "--network", NETWORK)
     rotation = relay_head(mal) + 1
