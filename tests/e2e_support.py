@@ -269,15 +269,21 @@ class Member:
     def json(self, *args: str) -> Any:
         return self.run(*args, "--json").json()
 
-    def run_on_terminal(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> tuple[int, str]:
-        """Run with stdout and stderr on a pseudo-terminal; return (status, everything shown)."""
+    def run_on_terminal(self, *args: str, timeout: float = COMMAND_TIMEOUT,
+                        prompt: str | None = None, answer: str | None = None) -> tuple[int, str]:
+        """Run with stdout and stderr on a pseudo-terminal; return (status, everything shown).
+
+        With ``prompt``, stdin is the terminal too: when ``prompt`` shows, ``answer`` is typed
+        (``answer`` None: the command must not ask at all).
+        """
         main, child = pty.openpty()
         try:
-            process = subprocess.Popen(COMITY + list(args), stdin=subprocess.DEVNULL, stdout=child,
-                                       stderr=child, env=self.env())
+            process = subprocess.Popen(COMITY + list(args), stdout=child, stderr=child, env=self.env(),
+                                       stdin=child if prompt else subprocess.DEVNULL,
+                                       start_new_session=bool(prompt))
         finally:
             os.close(child)
-        shown = bytearray()
+        shown, answered = bytearray(), False
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
@@ -291,6 +297,10 @@ class Member:
                 if not data:
                     break
                 shown += data
+                if prompt and not answered and prompt in shown.decode("utf-8", "replace"):
+                    assert answer is not None, f"the command asked to confirm: {shown!r}"
+                    os.write(main, answer.encode("utf-8") + b"\n")
+                    answered = True
             status = process.wait(timeout=max(1.0, deadline - time.monotonic()))
         finally:
             if process.poll() is None:

@@ -6,16 +6,10 @@ test answers, waiting for the prompt with a deadline (never a fixed sleep).
 
 from __future__ import annotations
 
-import os
-import pty
-import select
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
-from tests.e2e_support import (COMITY, COMMAND_TIMEOUT, Member, RelayProcess, approve,
-                               create_network, invite)
+from tests.e2e_support import COMMAND_TIMEOUT, Member, RelayProcess, approve, create_network, invite
 
 #: what ``comity approve`` / ``approve-rotation`` ask on a terminal (client/confirm.py)
 PROMPT = "sign it?"
@@ -48,34 +42,5 @@ def run_answering(member: Member, *args: str, answer: str | None,
     """Run ``comity ARGS`` with stdin, stdout and stderr on a pseudo-terminal. When the
     confirmation prompt shows, type ``answer`` (None: the command must not ask). Returns
     (exit status, everything the terminal showed)."""
-    main, child = pty.openpty()
-    try:
-        process = subprocess.Popen(COMITY + list(args), stdin=child, stdout=child, stderr=child,
-                                   env=member.env(), start_new_session=True)
-    finally:
-        os.close(child)
-    shown, answered = bytearray(), False
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([main], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-            try:
-                data = os.read(main, 65536)
-            except OSError:             # EIO: the command exited and closed the terminal
-                break
-            if not data:
-                break
-            shown += data
-            if not answered and PROMPT in shown.decode("utf-8", "replace"):
-                assert answer is not None, f"the command asked to confirm: {shown!r}"
-                os.write(main, answer.encode("utf-8") + b"\n")
-                answered = True
-        status = process.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=COMMAND_TIMEOUT)
-        os.close(main)
-    return status, shown.decode("utf-8", "replace").replace("\r\n", "\n")
+    status, shown = member.run_on_terminal(*args, timeout=timeout, prompt=PROMPT, answer=answer)
+    return status, shown.replace("\r\n", "\n")
