@@ -21,7 +21,7 @@ from keys.encoding import b64d, b64e
 from keys.errors import KeysError, LogError
 from keys.hpke import EncryptionKey, make_key_record
 from keys.identity import IdentityKey, IdentityPublicKey, format_fingerprint
-from keys.log import LogVerifier, entry_hash
+from keys.log import ENTRY_PURPOSE, LogVerifier, entry_hash, signed_content
 from keys.roster import Member, Roster
 
 from . import freshness
@@ -57,6 +57,21 @@ def fork_side(entry: dict | None) -> dict | None:
             signers.append("?")
     return {"seq": entry.get("seq"), "hash": digest, "kind": entry.get("kind"), "time": entry.get("time"),
             "signers": signers}
+
+
+def _signed_by_members(verifier: LogVerifier, entry: dict) -> bool:
+    """Whether every signature on ``entry`` verifies under a key a member held just before it."""
+    try:
+        seq = entry["seq"]
+        roster = verifier.roster_at(min(seq - 1, verifier.seq))
+        keys = {m.identity_key.b64(): m.identity_key for m in roster.members.values()}
+        signatures = entry["signatures"]
+        content = signed_content(entry)
+        for item in signatures:
+            keys[item["key"]].verify(ENTRY_PURPOSE, content, item["sig"])
+        return bool(signatures)
+    except (KeysError, KeyError, TypeError, AttributeError):
+        return False
 
 
 class LogBehind(ClientError):
@@ -346,7 +361,9 @@ class Core:
                 verifier.append(entry)
             except LogError as exc:
                 self.state.add_log_entries(row.name, new)
-                if exc.reason == "fork" and entry.get("seq") != 0:   # another genesis: another network
+                # Another genesis is another network; an entry whose signatures do not verify is
+                # garbage, not a second history: only a validly signed one makes a fork.
+                if exc.reason == "fork" and entry.get("seq") != 0 and _signed_by_members(verifier, entry):
                     self._record_fork(row.name, verifier, entry)
                     raise TrustError(
                         f"the {row.name} log has forked: the relay serves an entry {entry.get('seq')} "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 from client.api import Comity
 from keys.encoding import b64e
@@ -81,3 +82,20 @@ def test_a_fork_is_refused_shown_and_repaired_only_with_the_confirmed_head(malic
     assert_one_error(alice.run("network", "fork", NETWORK, ok=False), contains="no fork")
     again = alice.run("network", "repin", NETWORK, "--head", confirmed["hash"], ok=False)
     assert_one_error(again, contains="no fork of the refco log is recorded here: nothing to repin")
+
+
+def test_an_entry_whose_signatures_do_not_verify_is_no_fork(malicious_relay, tmp_path):
+    """A relay cannot make garbage pass for a second history (and frame a signer with it)."""
+    mal = malicious_relay
+    people = build_network(mal, tmp_path, "secretariat", ["alice"], network=NETWORK)
+    alice = people["alice"]
+    [head] = [n["head"] for n in alice.json("whoami")["networks"] if n["name"] == NETWORK]
+    junk = {"seq": head["seq"] + 1, "prev": b64e(os.urandom(32)), "kind": "set-policy",
+            "time": int(time.time()), "body": {"policy": default_policy()},
+            "signatures": [{"key": b64e(os.urandom(32)), "sig": b64e(os.urandom(64))}]}
+    mal.rewrite("GET", r"/log\?", show_instead(mal, junk))
+    refused = alice.run("members", "--network", NETWORK, ok=False)
+    assert_one_error(refused, contains=f"the relay served a {NETWORK} log entry that does not verify")
+    mal.clear()
+    assert_one_error(alice.run("network", "fork", NETWORK, ok=False), contains="no fork")
+    alice.run("members", "--network", NETWORK)            # the honest log still verifies
