@@ -220,6 +220,25 @@ def make_app(settings: RelaySettings, *, clock=time.time,
     return app
 
 
+class _FramingErrors(logging.Filter):
+    """aiohttp logs a request it cannot parse with a traceback whose message quotes the raw line,
+    a bearer token included (issue 10). Such refusals, and clients that drop their connection,
+    become one short line naming the error class only: never the bytes the client sent."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            what = "refused a malformed HTTP request"
+        elif isinstance(exc, (ConnectionError, asyncio.CancelledError)):
+            what = "a client dropped its connection"
+        else:
+            return True
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        record.msg, record.args = f"{what} from %s ({type(exc).__name__})", (peer,)
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
 def configure_logging(verbose: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -227,3 +246,7 @@ def configure_logging(verbose: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
+    server = logging.getLogger("aiohttp.server")
+    server.filters[:] = [_FramingErrors()]
+    server.handlers[:] = [handler]
+    server.propagate = False
