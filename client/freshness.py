@@ -21,12 +21,12 @@ Functions take the client (``Core``) as their first argument; the client calls t
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from keys.constants import HEAD_MAX_AGE
 from keys.encoding import b64e
 from keys.errors import KeysError, SignatureError
+from keys.evidence_report import when as _when
 from keys.identity import IdentityPublicKey
 from keys.log_head import check_fresh, verify_log_head, withheld
 from keys.receipts import verify_chain
@@ -55,10 +55,6 @@ def relay_key_for(verifier, statement: Any, presented: str | None = None
     except (KeysError, KeyError, TypeError):
         return None
     return key
-
-
-def _when(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 # -- the head the relay signs -------------------------------------------------------------------

@@ -10,9 +10,9 @@ Three things the relay (or a lying member) can try, and the answer to each
   a member re-using an id). It is kept apart as a ``collision`` row and reported;
   the stored message is never replaced.
 * **a transient failure** (the log is behind, an attachment cannot be fetched or
-  arrives damaged, the relay's acceptance that a replaced key needs is missing): nothing is signed and the relay is not told "collected"; the
-  message is retried with backoff (``retry`` rows) until it opens or the relay's
-  retention ends. Only failures that retrying cannot change (a bad signature, a
+  arrives damaged, the relay's acceptance that a replaced key needs is missing):
+  nothing is signed and the relay is not told "collected"; the message is retried
+  with backoff (``retry`` rows) until it opens or the relay's retention ends. Only failures that retrying cannot change (a bad signature, a
   wrong recipient) are signed ``rejected``.
 """
 

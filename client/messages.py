@@ -183,8 +183,8 @@ class MessagesMixin(AcksMixin):
         if self._known(network, message_id, digest, listed_id):
             await relay.collected(network, self.handle, listed_id)
             return None
-        record, opened, transient = await self._open(network, relay, envelope, progress, acceptance)
-        if transient:
+        record, opened = await self._open(network, relay, envelope, progress, acceptance)
+        if record["reason"] in intake.TRANSIENT_REASONS:
             self._back_off(network, listed_id, record)
             return None
         self.state.delete("retry", network, listed_id)
@@ -241,12 +241,13 @@ class MessagesMixin(AcksMixin):
 
     async def _open(self, network: str, relay, envelope: dict, progress: ProgressFactory,
                     acceptance: dict | None = None):
-        """Verify and decrypt; returns (record, opened or None, transient?)."""
+        """Verify and decrypt; returns (record, opened or None). A failure's ``reason`` in
+        ``intake.TRANSIENT_REASONS`` is one a later attempt may change."""
         record = {"direction": "in", "envelope": envelope, "signed_payload": None,
                   "verified": False, "reason": None, "at": self.now(), "acceptance": acceptance}
         if not isinstance(envelope, dict) or not isinstance(envelope.get("id"), str):
             record["reason"] = "bad-envelope"
-            return record, None, False
+            return record, None
         verifier = self._verifiers[network]
         try:
             opened = env.open(envelope, recipient_handle=self.handle,
@@ -255,7 +256,7 @@ class MessagesMixin(AcksMixin):
                               **freshness.open_arguments(self, network, acceptance))
         except LogBehind as exc:
             record["reason"], record["problem"] = "log-behind", exc.message
-            return record, None, True
+            return record, None
         except (EnvelopeError, DecryptionError) as exc:
             if exc.reason == "superseded-key" and acceptance is None:
                 # Without the relay's signed acceptance nothing says when it was submitted: a
@@ -263,14 +264,14 @@ class MessagesMixin(AcksMixin):
                 record["reason"] = "acceptance-missing"
                 record["problem"] = ("the sender's key was replaced since, and the relay did not hand "
                                      "over its signed acceptance of the message")
-                return record, None, True
+                return record, None
             record["reason"] = exc.reason or "bad-envelope"
             if exc.reason == "retired-key":     # tell the sender which log it should have seen
                 record["newer_head"] = verifier.roster.head()
-            return record, None, False
+            return record, None
         except KeysError:
             record["reason"] = "bad-envelope"
-            return record, None, False
+            return record, None
         latest = verifier.roster.member(opened.sender.handle)
         if opened.headers["type"] != RECEIPT_TYPE and (latest is None or not latest.active):
             # A sender removed since is refused even for a message signed before; otherwise a
@@ -278,7 +279,7 @@ class MessagesMixin(AcksMixin):
             # acknowledgement is the exception: it was earned while the signer was a member.
             record["reason"] = "removed-member"
             record["signed_payload"] = opened.signed_payload
-            return record, None, False
+            return record, None
         record["signed_payload"] = opened.signed_payload
         if opened.stale and opened.headers["type"] != RECEIPT_TYPE:   # the ack will say so
             record["newer_head"] = verifier.roster.head()
@@ -289,9 +290,9 @@ class MessagesMixin(AcksMixin):
                                            progress(entry["name"], entry["ciphertext_size"]))
             except ClientError as exc:
                 record["reason"], record["problem"] = "attachment-unavailable", exc.message
-                return record, None, True
+                return record, None
         record["verified"] = True
-        return record, opened, False
+        return record, opened
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -381,7 +382,7 @@ class MessagesMixin(AcksMixin):
     async def _reverify(self, network: str, message_id: str, record: dict) -> dict:
         """Open a quarantined message again from the envelope we kept (after a log repair)."""
         row, relay, verifier = await self.connect(network)
-        fresh, opened, transient = await self._open(network, relay, record["envelope"], _no_progress,
+        fresh, opened = await self._open(network, relay, record["envelope"], _no_progress,
                                                     record.get("acceptance"))
         if opened is None:
             return {"id": message_id, "network": network, "status": "quarantined",
