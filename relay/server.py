@@ -45,6 +45,7 @@ from keys.identity import format_fingerprint
 
 from .app import IN_FLIGHT, InFlight, make_app
 from .cluster import Cluster
+from .connections import ConnectionGuard, GuardedRunner, derived_limit
 from .constants import CLOSE_GRACE, SHUTDOWN_GRACE
 from .db import StoreError
 from .relaykey import KeyFileError, ensure_data_dir
@@ -152,8 +153,11 @@ async def serve(settings: RelaySettings, worker: WorkerSetup | None = None) -> N
         app.middlewares.insert(0, _forwarded_middleware(settings.proxy_networks))
     # Our access middleware logs; aiohttp's own access log would repeat it. By the
     # time aiohttp's shutdown runs only push sockets and overdue requests are left.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=CLOSE_GRACE,
-                           handle_signals=False)
+    # Each process (each worker too) guards its own connections and file handles.
+    guard = ConnectionGuard(derived_limit(settings.max_connections), settings.header_timeout)
+    guard.install_accept_errors(asyncio.get_running_loop())
+    runner = GuardedRunner(app, guard, access_log=None, shutdown_timeout=CLOSE_GRACE,
+                           handle_signals=False, keepalive_timeout=settings.keepalive_timeout)
     try:
         try:
             await runner.setup()               # on_startup: database, relay key, sweeper
