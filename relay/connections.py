@@ -66,16 +66,19 @@ class Tally:
     """Counts an event and logs one line about it at most every ``interval`` seconds.
 
     The first event is logged at once; later ones are summed into the next line, so a
-    flood costs one line per interval, never one per event."""
+    flood costs one line per interval, never one per event. Each event is also counted in
+    ``comity_connections_shed_total{reason}`` once the relay's metrics exist."""
 
-    def __init__(self, text: str, interval: float = LOG_EVERY, level: int = logging.WARNING):
-        self.text, self.interval, self.level = text, interval, level
-        self.total = 0
+    def __init__(self, reason: str, text: str, interval: float = LOG_EVERY,
+                 level: int = logging.WARNING):
+        self.reason, self.text, self.interval, self.level = reason, text, interval, level
+        self.metrics = None
         self._pending = 0
         self._last = float("-inf")
 
     def add(self) -> None:
-        self.total += 1
+        if self.metrics is not None:
+            self.metrics.inc("comity_connections_shed_total", reason=self.reason)
         self._pending += 1
         now = time.monotonic()
         if now - self._last >= self.interval:
@@ -90,14 +93,19 @@ class ConnectionGuard:
         self.limit, self.header_timeout = limit, header_timeout
         #: open connections, oldest first (a dict keeps insertion order)
         self.open: dict[GuardedHandler, None] = {}
-        self.refused = Tally(f"refused %d connection(s): {limit} are open and busy "
+        self.refused = Tally("refused", f"refused %d connection(s): {limit} are open and busy "
                              "(max_connections)")
-        self.evicted = Tally(f"closed %d idle connection(s) to make room: {limit} were open "
-                             "(max_connections)")
-        self.slow = Tally("closed %d connection(s) that sent no complete request headers "
-                          f"within {header_timeout:g} s (header_timeout)")
-        self.accept_errors = Tally("could not accept %d connection(s): out of file handles "
-                                   "(raise ulimit -n or lower max_connections)")
+        self.evicted = Tally("evicted", f"closed %d idle connection(s) to make room: {limit} "
+                             "were open (max_connections)")
+        self.slow = Tally("header-timeout", "closed %d connection(s) that sent no complete "
+                          f"request headers within {header_timeout:g} s (header_timeout)")
+        self.accept_errors = Tally("accept-error", "could not accept %d connection(s): out of "
+                                   "file handles (raise ulimit -n or lower max_connections)")
+
+    def count_into(self, metrics) -> None:
+        """Count what is shed in the relay's metrics (they exist once the app started)."""
+        for tally in (self.refused, self.evicted, self.slow, self.accept_errors):
+            tally.metrics = metrics
 
     def admit(self, handler: GuardedHandler) -> bool:
         """Whether ``handler``'s new connection may stay, making room if one is idle."""

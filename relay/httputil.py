@@ -30,6 +30,7 @@ async def body_chunks(request: web.Request, size: int) -> AsyncIterator[bytes]:
             async with asyncio.timeout(timeout):
                 chunk = await request.content.read(size)
         except TimeoutError:
+            request.app[RELAY].metrics.inc("comity_connections_shed_total", reason="body-timeout")
             raise RelayError("request-timeout", headers={"Connection": "close"}) from None
         if not chunk:
             return

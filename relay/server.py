@@ -177,6 +177,7 @@ async def serve(settings: RelaySettings, worker: WorkerSetup | None = None) -> N
         stop, hurry = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         relay = app[RELAY]
+        guard.count_into(relay.metrics)
         if worker is None:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 # The first signal drains; a second one stops waiting for requests in flight.

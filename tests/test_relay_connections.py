@@ -15,6 +15,7 @@ import resource
 import socket
 import struct
 import time
+import urllib.request
 
 import aiohttp
 import pytest
@@ -99,6 +100,15 @@ def read_response(conn: socket.socket) -> tuple[int, bytes]:
     return int(head.split()[1]), body
 
 
+def shed(relay: Relay, reason: str) -> int:
+    """The relay's count of connections shed for ``reason`` (from /metrics)."""
+    with urllib.request.urlopen(f"{relay.url}/metrics", timeout=READ_TIMEOUT) as r:
+        text = r.read().decode()
+    prefix = f'comity_connections_shed_total{{reason="{reason}"}} '
+    return int(next((line[len(prefix):] for line in text.splitlines()
+                     if line.startswith(prefix)), "0"))
+
+
 def reset(conn: socket.socket) -> None:
     """Close with SO_LINGER 0: the peer gets a RST, not a FIN."""
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -174,12 +184,31 @@ def test_an_idle_kept_alive_connection_is_closed_after_keepalive_timeout(fast):
 @pytest.mark.parametrize("sent", [b"", b"GET /healthz HTTP/1.1\r\nHost: rel"],
                          ids=["silent", "half-the-headers"])
 def test_a_connection_without_complete_headers_is_closed_after_header_timeout(fast, sent):
+    before = shed(fast, "header-timeout")
     with connect(fast) as conn:
         started = time.monotonic()
         conn.sendall(sent)
         assert until_closed(conn) == b""
         waited = time.monotonic() - started
     assert HEADERS - 0.2 <= waited < KEEPALIVE - 0.5, waited
+    assert shed(fast, "header-timeout") == before + 1
+    assert fast.process.stderr.wait_for("sent no complete request headers within 1 s "
+                                        r"\(header_timeout\)", READ_TIMEOUT)
+
+
+def test_every_worker_closes_connections_without_headers(tmp_path):
+    relay = Relay(tmp_path, "workers", "--workers", "2", "--header-timeout", str(HEADERS))
+    try:
+        # SO_REUSEPORT spreads them over both workers; each must close its own.
+        conns = [connect(relay) for _ in range(8)]
+        started = time.monotonic()
+        for conn in conns:
+            assert until_closed(conn) == b""
+            conn.close()
+        assert time.monotonic() - started < HEADERS + 2
+        assert shed(relay, "header-timeout") == 8            # summed over the workers
+    finally:
+        relay.process.close()
 
 
 async def test_a_json_body_that_stops_half_way_is_refused_after_body_timeout(fast):
@@ -201,6 +230,7 @@ async def test_a_stalled_upload_is_refused_after_body_timeout_and_resumes(fast):
             status, body = read_response(conn)            # the body stopped: refused
             assert (status, json.loads(body)["error"]) == (408, "request-timeout")
             assert until_closed(conn) == b""
+        assert shed(fast, "body-timeout") >= 1
         # The lock is released with the refusal: the resume goes through at once.
         assert await resume(session, fast, blob, data, within=0.5) == PIECE
 
@@ -216,14 +246,19 @@ async def test_a_reset_connection_mid_upload_releases_the_blob_at_once(patient):
 
 async def test_a_dropped_upload_writes_one_short_line_and_no_traceback(patient):
     data = os.urandom(2 * PIECE)
+    blobs = []
     async with aiohttp.ClientSession() as session:
         for cut in (reset, socket.socket.close):
             blob = await new_blob(session, patient, len(data))
             cut(await cut_upload(session, patient, blob, data, PIECE))
             await resume(session, patient, blob, data, within=3.0)
+            blobs.append(blob)
     stderr = patient.stderr
     assert "Traceback" not in stderr
+    assert stderr.count("a client dropped its connection from 127.0.0.1") >= 2
+    # No secret or id in any line: not the token, not the blob ids.
     assert patient.token not in stderr and "Bearer" not in stderr
+    assert not [blob for blob in blobs if blob in stderr]
 
 
 def test_an_unparsable_request_gets_a_json_error(fast):
@@ -320,7 +355,8 @@ async def test_at_the_cap_with_every_connection_busy_a_new_one_is_refused_at_onc
             assert until_closed(conn) == b""
         assert time.monotonic() - started < PROMPT
         assert (status, json.loads(body)["error"]) == (503, "unavailable")
-        assert "refused 1 connection(s)" in relay.process.stderr.text
+        assert relay.process.stderr.wait_for(r"^refused 1 connection\(s\): 16 are open and busy",
+                                             READ_TIMEOUT)
     finally:
         for conn in busy:
             conn.close()
