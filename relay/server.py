@@ -17,6 +17,10 @@ order from the supervisor's control pipe instead of signals. ``comity-relay
 token`` does not take the lock: it only adds one row through SQLite's own
 locking.
 
+Connections are guarded per process, workers included (relay/connections.py): a cap
+derived from the file-handle limit, deadlines for request headers and idle keep-alive, JSON
+answers to unparsable requests, and accept errors logged once per interval.
+
 On SIGTERM or SIGINT: stop listening (new connections are refused at once),
 answer 503 to new requests on kept-alive connections, let requests in flight
 (uploads still receiving their body included) finish for up to

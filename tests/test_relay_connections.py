@@ -338,6 +338,33 @@ async def test_a_client_is_served_while_1100_silent_connections_are_held(tmp_pat
         relay.process.close()
 
 
+async def test_out_of_file_handles_is_one_line_per_interval_not_a_traceback_each(tmp_path,
+                                                                                  more_files):
+    # A cap set above what ulimit -n allows: accept() itself runs out of handles.
+    # The header timeout long enough for the flood to reach the limit before it frees handles.
+    relay = await asyncio.to_thread(Relay, tmp_path, "overcommitted", "--max-connections", "5000",
+                                    "--header-timeout", "5", preexec_fn=_limit_files)
+    silent = []
+    try:
+        for _ in range(SILENT):
+            silent.append(connect(relay))
+        assert await asyncio.to_thread(relay.process.stderr.wait_for,
+                                       r"^could not accept \d+ connection\(s\): out of file handles",
+                                       READ_TIMEOUT)
+        # Once the header timeout closed the silent ones, the relay serves again.
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{relay.url}/healthz",
+                                   timeout=aiohttp.ClientTimeout(total=READ_TIMEOUT)) as r:
+                assert r.status == 200
+        stderr = relay.stderr
+        assert "Traceback" not in stderr
+        assert len(stderr.encode()) < 4096, stderr[-2000:]
+    finally:
+        for conn in silent:
+            conn.close()
+        relay.process.close()
+
+
 async def test_at_the_cap_with_every_connection_busy_a_new_one_is_refused_at_once(tmp_path):
     relay = await asyncio.to_thread(Relay, tmp_path, "capped", "--max-connections", "16")
     busy = []
