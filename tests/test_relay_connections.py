@@ -348,9 +348,8 @@ async def test_out_of_file_handles_is_one_line_per_interval_not_a_traceback_each
     try:
         for _ in range(SILENT):
             silent.append(connect(relay))
-        assert await asyncio.to_thread(relay.process.stderr.wait_for,
-                                       r"^could not accept \d+ connection\(s\): out of file handles",
-                                       READ_TIMEOUT)
+        line = r"^could not accept \d+ connection\(s\): out of file handles"
+        assert await asyncio.to_thread(relay.process.stderr.wait_for, line, READ_TIMEOUT)
         # Once the header timeout closed the silent ones, the relay serves again.
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{relay.url}/healthz",
