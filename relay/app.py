@@ -47,8 +47,11 @@ _HTTP_CODES = {404: "not-found", 405: "method-not-allowed", 413: "too-large",
 
 
 def _error_response(error: RelayError) -> web.Response:
-    return web.Response(body=canonical(error.body()), status=error.status,
-                        content_type="application/json", headers=error.headers)
+    response = web.Response(body=canonical(error.body()), status=error.status,
+                            content_type="application/json", headers=error.headers)
+    if error.headers.get("Connection") == "close":
+        response.force_close()                 # the header alone would not make aiohttp close
+    return response
 
 
 class InFlight:

@@ -41,3 +41,24 @@ ANON_RATE_BURST = 60
 SHUTDOWN_GRACE = 10 * SECOND
 #: then seconds push WebSockets and overdue requests get before they are cancelled
 CLOSE_GRACE = 1 * SECOND
+
+#: seconds a kept-alive connection may wait for its next request (aiohttp's default is an hour)
+KEEPALIVE_TIMEOUT = 30 * SECOND
+#: seconds a connection has to deliver a request's complete headers: one round trip normally
+HEADER_TIMEOUT = 10 * SECOND
+#: seconds a request body may go without a byte arriving: longer than TCP's retransmission
+#: back-off on a bad mobile link, short enough that a stalled upload frees its lock soon
+BODY_TIMEOUT = 30 * SECOND
+#: file handles kept out of the connection cap: database, journal, log, sockets, pipes
+CONNECTION_RESERVE = 64
+#: share of the remaining handles for connections; the rest is for the blob file an upload or
+#: download holds beside its connection
+CONNECTION_SHARE = 0.75
+#: the derived cap never goes below or above these, whatever ``ulimit -n`` says
+MIN_CONNECTIONS = 16
+MAX_DERIVED_CONNECTIONS = 100_000
+#: a flood of refusals or accept errors is logged at most once per this many seconds
+LOG_EVERY = 10 * SECOND
+#: push WebSockets one member may hold at once, per relay process: a few devices and
+#: reconnects overlapping, not thousands
+MAX_PUSH_SOCKETS_PER_MEMBER = 32

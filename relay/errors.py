@@ -32,6 +32,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "no-blob": (404, "no such blob"),
     "no-invite": (404, "no such invite, or it expired"),
     "method-not-allowed": (405, "method not allowed"),
+    "request-timeout": (408, "the request body stopped arriving: send the request again"),
     "conflict": (409, "the request conflicts with what is stored"),
     "network-exists": (409, "a network with that name already exists"),
     "log-conflict": (409, "the membership log moved on: fetch it and try again"),
@@ -44,6 +45,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "too-large": (413, "the request body is too large"),
     "unsupported-media-type": (415, "send application/json"),
     "rate-limited": (429, "too many requests: slow down"),
+    "too-many-sockets": (429, "you have too many push connections open: close one first"),
     "unavailable": (503, "the relay is shutting down or overloaded: retry shortly"),
 }
 

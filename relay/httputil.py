@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from typing import Any
+from typing import Any, AsyncIterator
 
 from aiohttp import web
 
@@ -18,6 +19,24 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,62}[a-z0-9]")
 
 
+async def body_chunks(request: web.Request, size: int) -> AsyncIterator[bytes]:
+    """The request body in chunks of at most ``size`` bytes, each within ``body_timeout``.
+
+    A body that stops arriving is refused (408, and the connection closed) instead of
+    holding its handler, and an upload's blob lock, for as long as the client likes."""
+    timeout = request.app[RELAY].settings.body_timeout
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await request.content.read(size)
+        except TimeoutError:
+            request.app[RELAY].metrics.inc("comity_connections_shed_total", reason="body-timeout")
+            raise RelayError("request-timeout", headers={"Connection": "close"}) from None
+        if not chunk:
+            return
+        yield chunk
+
+
 async def read_json(request: web.Request, required: set[str], optional: set[str] = frozenset()
                     ) -> dict[str, Any]:
     """The body as a JSON object with exactly the allowed fields, within the size cap."""
@@ -27,7 +46,7 @@ async def read_json(request: web.Request, required: set[str], optional: set[str]
     if request.content_length is not None and request.content_length > limit:
         raise RelayError("too-large", f"the body is larger than {limit} bytes")
     body = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
+    async for chunk in body_chunks(request, 64 * 1024):
         body += chunk
         if len(body) > limit:
             raise RelayError("too-large", f"the body is larger than {limit} bytes")

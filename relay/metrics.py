@@ -20,6 +20,8 @@ HELP = {
     "comity_auth_failures_total": ("counter", "failed authentication attempts"),
     "comity_rate_limited_total": ("counter", "requests refused by a rate limit"),
     "comity_push_events_total": ("counter", "new-mail events pushed"),
+    "comity_connections_shed_total": ("counter", "connections closed or refused to protect the "
+                                      "relay, by reason (relay/connections.py)"),
     "comity_messages_stored": ("gauge", "envelopes held"),
     "comity_message_bytes_stored": ("gauge", "bytes of envelopes held"),
     "comity_blobs_stored": ("gauge", "attachment blobs held"),

@@ -80,5 +80,9 @@ class PushHub:
         """An event published by another worker (relay/cluster.py)."""
         self.deliver(message["network"], message["handle"], message["event"])
 
+    def count(self, network: str, handle: str) -> int:
+        """Sockets this process holds for ``handle`` (each worker counts its own)."""
+        return len(self._subs.get((network, handle), ()))
+
     def connections(self) -> int:
         return sum(len(s) for s in self._subs.values())

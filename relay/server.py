@@ -17,6 +17,10 @@ order from the supervisor's control pipe instead of signals. ``comity-relay
 token`` does not take the lock: it only adds one row through SQLite's own
 locking.
 
+Connections are guarded per process, workers included (relay/connections.py): a cap
+derived from the file-handle limit, deadlines for request headers and idle keep-alive, JSON
+answers to unparsable requests, and accept errors logged once per interval.
+
 On SIGTERM or SIGINT: stop listening (new connections are refused at once),
 answer 503 to new requests on kept-alive connections, let requests in flight
 (uploads still receiving their body included) finish for up to
@@ -45,6 +49,7 @@ from keys.identity import format_fingerprint
 
 from .app import IN_FLIGHT, InFlight, make_app
 from .cluster import Cluster
+from .connections import ConnectionGuard, GuardedRunner, derived_limit
 from .constants import CLOSE_GRACE, SHUTDOWN_GRACE
 from .db import StoreError
 from .relaykey import KeyFileError, ensure_data_dir
@@ -152,8 +157,11 @@ async def serve(settings: RelaySettings, worker: WorkerSetup | None = None) -> N
         app.middlewares.insert(0, _forwarded_middleware(settings.proxy_networks))
     # Our access middleware logs; aiohttp's own access log would repeat it. By the
     # time aiohttp's shutdown runs only push sockets and overdue requests are left.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=CLOSE_GRACE,
-                           handle_signals=False)
+    # Each process (each worker too) guards its own connections and file handles.
+    guard = ConnectionGuard(derived_limit(settings.max_connections), settings.header_timeout)
+    guard.install_accept_errors(asyncio.get_running_loop())
+    runner = GuardedRunner(app, guard, access_log=None, shutdown_timeout=CLOSE_GRACE,
+                           handle_signals=False, keepalive_timeout=settings.keepalive_timeout)
     try:
         try:
             await runner.setup()               # on_startup: database, relay key, sweeper
@@ -173,6 +181,7 @@ async def serve(settings: RelaySettings, worker: WorkerSetup | None = None) -> N
         stop, hurry = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         relay = app[RELAY]
+        guard.count_into(relay.metrics)
         if worker is None:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 # The first signal drains; a second one stops waiting for requests in flight.

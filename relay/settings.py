@@ -99,6 +99,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rate_burst", C.RATE_BURST, "burst size of the per-member rate limit", int, 1),
     Setting("workers", 1, "worker processes serving requests; more than 1 uses more cores "
             "(set it to the number of cores for throughput)", int, 1, 64),
+    Setting("keepalive_timeout", C.KEEPALIVE_TIMEOUT,
+            "seconds an idle kept-alive connection stays open waiting for its next request",
+            int, 1, 3600),
+    Setting("header_timeout", C.HEADER_TIMEOUT,
+            "seconds a connection has to send a request's complete headers", int, 1, 3600),
+    Setting("body_timeout", C.BODY_TIMEOUT,
+            "seconds a request body may go without a byte arriving before the request is "
+            "refused and its connection closed (a stalled upload releases its blob)",
+            int, 1, 3600),
+    Setting("max_connections", 0,
+            "open connections per process before idle ones are closed and new ones refused; "
+            "0 derives it from the file-handle limit (ulimit -n)", int, 0),
     Setting("access_log", True, "write a structured access log line per request to stderr", bool),
     Setting("trusted_proxies", None,
             "comma-separated addresses or networks of reverse proxies whose X-Forwarded-For "
@@ -120,6 +132,10 @@ class RelaySettings:
     rate_per_second: int = C.RATE_PER_SECOND
     rate_burst: int = C.RATE_BURST
     workers: int = 1
+    keepalive_timeout: int = C.KEEPALIVE_TIMEOUT
+    header_timeout: int = C.HEADER_TIMEOUT
+    body_timeout: int = C.BODY_TIMEOUT
+    max_connections: int = 0
     access_log: bool = True
     trusted_proxies: str | None = None
 

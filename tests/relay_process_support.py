@@ -107,7 +107,8 @@ class RelayProcess:
     """``comity-relay serve --port 0 --data-dir DATA_DIR ARGS...`` in a child process."""
 
     def __init__(self, data_dir: Path | None, *args: str, env: dict[str, str] | None = None,
-                 cwd: Path | None = None, port: str | None = "0") -> None:
+                 cwd: Path | None = None, port: str | None = "0",
+                 preexec_fn=None) -> None:
         argv = [*relay_command(), "serve"]
         if port is not None:
             argv += ["--port", port]
@@ -116,7 +117,8 @@ class RelayProcess:
         # Its own process group: kill() reaches the workers of --workers N too.
         self.proc = subprocess.Popen(
             [*argv, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env=env or clean_env(), cwd=cwd, process_group=0)
+            stderr=subprocess.PIPE, text=True, env=env or clean_env(), cwd=cwd, process_group=0,
+            preexec_fn=preexec_fn)                # e.g. a lower file-handle limit
         self.stdout = _Lines(self.proc.stdout)
         self.stderr = _Lines(self.proc.stderr)
         self.url: str | None = None

@@ -7,6 +7,7 @@ naming only the error class. Runs the real ``comity-relay serve`` and sends raw 
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -38,7 +39,12 @@ def relay(tmp_path):
     + b"\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n" + SECRET.encode() + b"\r\n",
 ], ids=["nul-in-authorization", "malformed-header-line", "bad-chunk"])
 def test_a_request_the_relay_cannot_parse_is_one_line_without_its_bytes(relay, request_bytes):
-    assert _send(relay, request_bytes).startswith(b"HTTP/1.")           # refused with a 4xx
+    answer = _send(relay, request_bytes)
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.split()[1] == b"400"
+    # The relay's own JSON error, not aiohttp's text, and nothing of the bytes sent.
+    assert json.loads(body)["error"] == "bad-request"
+    assert SECRET.encode() not in answer
     line = "refused a malformed HTTP request from 127.0.0.1"
     wait_until(lambda: line in relay.log_path.read_text(errors="replace"), 10, "the refusal line")
     relay.stop()

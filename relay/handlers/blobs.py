@@ -24,7 +24,7 @@ from keys.stream import ciphertext_size
 from ..blobs import BadBlobId, OffsetMismatch, check_blob_id, new_blob_id
 from ..constants import MAX_BLOB_PIECES
 from ..errors import RelayError
-from ..httputil import field_int, json_response, path_name, read_json
+from ..httputil import body_chunks, field_int, json_response, path_name, read_json
 from ..context import RELAY
 
 #: bytes taken from the request per read while streaming a piece to disk
@@ -99,7 +99,7 @@ async def upload(request: web.Request) -> web.Response:
     declared = min(blob.size, int(offset_text) + relay.settings.max_blob_piece)
     try:
         size = await relay.blobs.append(blob.blob_id, int(offset_text),
-                                        _counted(relay, request.content.iter_chunked(PIECE_READ)),
+                                        _counted(relay, body_chunks(request, PIECE_READ)),
                                         declared_size=declared)
     except OffsetMismatch as exc:
         # Tell the client where to resume, as HEAD would.

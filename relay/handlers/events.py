@@ -7,7 +7,8 @@ import json
 
 from aiohttp import WSMsgType, web
 
-from ..constants import SECOND
+from ..constants import MAX_PUSH_SOCKETS_PER_MEMBER, SECOND
+from ..errors import RelayError
 from ..httputil import path_name
 from ..context import RELAY
 
@@ -19,10 +20,13 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     relay = request.app[RELAY]
     network = path_name(request)
     _, member = await relay.member(request, network)   # refused before the upgrade
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT)
-    await ws.prepare(request)
+    if relay.hub.count(network, member.handle) >= MAX_PUSH_SOCKETS_PER_MEMBER:
+        raise RelayError("too-many-sockets", headers={"Retry-After": "30"})
+    # Subscribed before the upgrade's await, so sockets opened at once cannot all pass the cap.
     sub = relay.hub.subscribe(network, member.handle)
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT)
     try:
+        await ws.prepare(request)
         newest = await relay.store.mailbox_head(network, member.handle)
         await ws.send_str(json.dumps({"type": "hello", "cursor": newest}))
         reader = asyncio.ensure_future(ws.receive())
@@ -46,5 +50,6 @@ async def events(request: web.Request) -> web.WebSocketResponse:
         reader.cancel()
     finally:
         sub.close()
-        await ws.close()
+        if ws.prepared:
+            await ws.close()
     return ws
