@@ -48,8 +48,13 @@ PART_SUFFIX = ".part"
 MAX_NAME_TRIES = 100
 
 
+#: refusals a transfer resumes after: the offset moved, or the relay stopped waiting for a
+#: stalled piece (it keeps what arrived; HEAD says where to go on)
+_RESUMABLE = frozenset({"bad-offset", "request-timeout"})
+
+
 def retryable(exc: ClientError) -> bool:
-    return isinstance(exc, RelayUnreachable) or (isinstance(exc, RelayRefused) and exc.code == "bad-offset")
+    return isinstance(exc, RelayUnreachable) or (isinstance(exc, RelayRefused) and exc.code in _RESUMABLE)
 
 
 async def download(state: LocalState, relay: RelayClient, network: str, handle: str, entry: dict,

@@ -95,3 +95,28 @@ def _log(mal: MaliciousRelay, member) -> list[dict]:
                                                         [NETWORK])]
     finally:
         conn.close()
+
+
+def test_an_upload_piece_the_relay_stopped_waiting_for_is_resumed(world):
+    """The relay answers 408 request-timeout to a piece whose body stalled (relay/httputil.py
+    body_chunks): the sender asks where to go on and finishes the upload, not fails the send."""
+    mal, people, root = world.mal, world.people, world.root
+    alice, bob = people["alice"], people["bob"]
+    annex = root / "annex-stalled.bin"
+    annex.write_bytes(bytes(range(256)) * 4000)
+    refused = []
+
+    def stall_first_piece(req):
+        if refused:
+            return None                              # later pieces reach the relay
+        refused.append(req.path)
+        return 408, json.dumps({"error": "request-timeout",
+                                "message": "the request body stopped arriving"}).encode()
+    mal.on_request("PATCH", r"/blobs/", stall_first_piece)
+    sent = alice.run("send", "--network", NETWORK, "--to", "bob", "--subject", "stalled piece",
+                     "--attach", str(annex), input="see the annex")
+    assert refused, "the first piece was refused with 408"
+    message_id = sent.stdout.strip()
+    assert message_id in [m["id"] for m in bob.run("inbox", "--json").json()]
+    saved = bob.json("read", message_id)
+    assert saved["verified"] is True
