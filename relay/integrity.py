@@ -1,0 +1,216 @@
+"""What the relay knows about its own storage: the write mark, and damage seen while serving.
+
+**The write mark.** The database counts its acknowledged writes: every group commit that
+changed a row also adds one to ``write_mark.seq``, in the same transaction (relay/db.py). After
+the COMMIT returned, and before any caller of the batch hears of it, the writer copies that
+count into a small file beside the database, ``<stem>.hwm`` (``relay.hwm``), and fdatasyncs it.
+So the file never runs ahead of what the database durably holds, and every write the relay
+acknowledged (a signed receipt included) is counted in it. A database whose count is below the
+file's has lost acknowledged writes (a deleted or damaged WAL, a restored old copy, a missing
+file): ``compare`` refuses it, and the relay does not start on it.
+
+The file is named after the database's stem, not ``relay.db.hwm``, so that removing
+``relay.db*`` does not remove the evidence with it.
+
+File format (``MARK_SIZE`` bytes): two slots, at offsets 0 and ``SLOT_SPAN``, each
+``MAGIC | seq (8 bytes, big-endian) | BLAKE2b-128(MAGIC | seq)``. Count ``n`` is written into
+slot ``n % 2`` with one ``pwrite`` and one ``fdatasync``; the reader takes the largest count
+among the slots that check. A write torn by a crash spoils one slot only, and the other still
+holds the previous count, which is never ahead of the database: a crash can never make the
+file unreadable or too high. Only when neither slot checks is the file damaged.
+
+**Damage while serving.** ``Health`` holds what the storage reported since start: an SQLite
+corruption error makes the relay ``damaged`` for good (writes refused, /healthz 503); a full
+disk makes it ``disk-full`` until a database commit succeeds again. Each is logged once (a full
+disk at most once per ``DISK_FULL_LOG_INTERVAL``), never per request.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import sqlite3
+import struct
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger("comity.relay")
+
+#: identifies a slot of a write-mark file (and its format version)
+MAGIC = b"comityW1"
+#: slots sit in separate 512-byte sectors, so a torn write of one cannot touch the other
+SLOT_SPAN = 512
+#: the whole file: two sectors
+MARK_SIZE = 2 * SLOT_SPAN
+_SLOT = struct.Struct(">8sQ16s")
+#: where operators read what to do (named in every refusal's hint)
+RECOVERY = "see 'Damaged storage and lost writes' in docs/operations.md"
+#: a full disk is logged at most once per this many seconds
+DISK_FULL_LOG_INTERVAL = 60.0
+#: Retry-After (seconds) of a 503: the database is damaged (an operator must act), the disk is
+#: full, or any other 503 without its own (a restart, an overload)
+RETRY_DAMAGED = 300
+RETRY_DISK_FULL = 60
+RETRY_UNAVAILABLE = 5
+
+# SQLite primary result codes (the low byte of an extended code)
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26
+
+
+class Refused(Exception):
+    """the data folder fails a storage check: the relay must not start on it"""
+
+    def __init__(self, message: str, hint: str = RECOVERY, *, kind: str = "lost"):
+        super().__init__(message)
+        self.message, self.hint = message, hint
+        #: "lost" (writes or the database are gone), "mark" (the mark file), "corrupt"
+        self.kind = kind
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the creation, renaming or removal of a file in folder ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def mark_path(database: Path) -> Path:
+    """The write-mark file of ``database`` (``relay.db`` -> ``relay.hwm``)."""
+    return database.with_name(database.stem + ".hwm")
+
+
+def _slot(seq: int) -> bytes:
+    check = hashlib.blake2b(MAGIC + seq.to_bytes(8, "big"), digest_size=16).digest()
+    return _SLOT.pack(MAGIC, seq, check)
+
+
+def _parse(data: bytes) -> int | None:
+    magic, seq, check = _SLOT.unpack(data[:_SLOT.size])
+    return seq if magic == MAGIC and check == _slot(seq)[-16:] else None
+
+
+def read_mark(path: Path) -> int | None:
+    """The count in the mark file; None if there is no file; Refused if it is damaged."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise Refused(f"cannot read the write mark {path}: {exc.strerror or exc}",
+                      kind="mark") from None
+    counts = [] if len(data) != MARK_SIZE else \
+        [seq for seq in (_parse(data[0:]), _parse(data[SLOT_SPAN:])) if seq is not None]
+    if not counts:
+        raise Refused(f"the write mark {path} is damaged, so whether the database lost "
+                      "acknowledged writes cannot be told", kind="mark")
+    return max(counts)
+
+
+def create_mark(path: Path, seq: int) -> None:
+    """Write a fresh mark file holding ``seq`` (in both slots): complete or absent, durably."""
+    body = bytearray(MARK_SIZE)
+    body[0:_SLOT.size] = body[SLOT_SPAN:SLOT_SPAN + _SLOT.size] = _slot(seq)
+    partial = path.with_name(path.name + ".part")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, bytes(body))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(partial, path)
+    fsync_dir(path.parent)
+
+
+class WriteMark:
+    """The open mark file of a writer (relay/db.py calls ``write`` after each commit)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR)
+
+    def write(self, seq: int) -> None:
+        """Make ``seq`` the durable count; raises OSError if the disk refuses."""
+        data = _slot(seq)
+        if os.pwrite(self._fd, data, (seq % 2) * SLOT_SPAN) != len(data):
+            raise OSError(errno.EIO, f"short write to {self.path.name}")
+        os.fdatasync(self._fd)      # the size never changes: no metadata to sync
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def compare(database: Path, counted: int, mark: int | None) -> None:
+    """Refuse a database whose count of acknowledged writes is below its mark."""
+    if mark is not None and counted < mark:
+        raise Refused(f"the database {database} is behind its write mark: it counts {counted} "
+                      f"acknowledged write batches, the relay had durably acknowledged {mark}; "
+                      f"{mark - counted} are lost")
+
+
+# -- damage while serving -------------------------------------------------------------------------
+
+def classify(exc: BaseException) -> str | None:
+    """'corrupt', 'full' (no space), or None for an error that says nothing about the storage."""
+    if isinstance(exc, sqlite3.DatabaseError):
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        text = str(exc)
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "malformed" in text \
+                or "not a database" in text:
+            return "corrupt"
+        if code == _SQLITE_FULL or "disk is full" in text:
+            return "full"
+    elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "full"
+    return None
+
+
+class Health:
+    """The storage's state as this process saw it while serving (thread-safe)."""
+
+    def __init__(self, clock=time.monotonic):
+        self._clock = clock
+        self._lock = threading.Lock()
+        #: why the database is considered damaged (None: it is not)
+        self.damaged: str | None = None
+        #: when a full disk was last seen (None: since the last successful commit, never)
+        self.full_since: float | None = None
+        self._full_logged: float | None = None
+
+    @property
+    def status(self) -> str:
+        """'damaged', 'disk-full' or 'ok', for /healthz."""
+        if self.damaged is not None:
+            return "damaged"
+        return "disk-full" if self.full_since is not None else "ok"
+
+    def saw(self, exc: BaseException, where: str) -> str | None:
+        """Record what ``exc`` says about the storage; return its ``classify`` kind.
+        ``where`` names the operation for the log; it never holds an id or a path."""
+        kind = classify(exc)
+        with self._lock:
+            if kind == "corrupt" and self.damaged is None:
+                self.damaged = type(exc).__name__ + ": " + str(exc).splitlines()[0][:200]
+                log.error("the database is damaged (%s during %s): writes are refused and "
+                          "/healthz answers 503 until the relay is stopped and repaired; %s",
+                          self.damaged, where, RECOVERY)
+            elif kind == "full":
+                now = self._clock()
+                self.full_since = self.full_since or now
+                if self._full_logged is None or now - self._full_logged >= DISK_FULL_LOG_INTERVAL:
+                    self._full_logged = now
+                    log.error("disk full: %s refused; /healthz answers 503 until a write "
+                              "succeeds again", where)
+        return kind
+
+    def wrote(self) -> None:
+        """A database commit succeeded: the disk has room again."""
+        if self.full_since is not None:
+            with self._lock:
+                if self.full_since is not None:
+                    self.full_since = None
+                    log.warning("disk space available again: writes succeed")
