@@ -206,11 +206,15 @@ def check(data_dir, config, accept_loss) -> None:
             if refusal.kind == "corrupt":
                 _fail(refusal.message, hint="--accept-loss cannot repair a damaged file: restore "
                       f"it from a backup or recover it first; {RECOVERY}")
-            old, counted = write_off(folder, refusal)
-            click.echo(f"accepted the loss: the write mark was {old if old is not None else 'unreadable'}, "
-                       f"the database counted {counted}; recorded in the audit log as "
-                       "storage-loss-accepted", err=True)
-            summary = check_stopped(folder)
+            try:
+                old, counted = write_off(folder, refusal)
+                click.echo(f"accepted the loss: the write mark was "
+                           f"{old if old is not None else 'unreadable'}, the database counted "
+                           f"{counted}; recorded in the audit log as storage-loss-accepted",
+                           err=True)
+                summary = check_stopped(folder)
+            except Refused as again:
+                _fail(again.message, hint=again.hint)
         except (sqlite3.Error, OSError) as exc:
             _fail(f"cannot check {folder}: {getattr(exc, 'strerror', None) or exc}")
     finally:

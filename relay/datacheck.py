@@ -119,6 +119,8 @@ def accept_loss(data_dir: Path, refusal: Refused) -> tuple[int | None, int]:
     from .store import Store
 
     database = data_dir / DATABASE
+    if database.exists():
+        quick_check(database)                   # a damaged mark may have hidden a damaged file
     try:
         old = read_mark(mark_path(database))
     except Refused:
