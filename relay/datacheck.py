@@ -4,7 +4,7 @@
 whose database is missing while the rest of a relay is there, whose write mark is damaged, or
 whose database fails ``PRAGMA quick_check``. Opening the database (relay/db.py) then refuses one
 that counts fewer write batches than its mark. ``check_stopped`` runs all of them on a stopped
-relay without writing anything of its own; ``accept_loss`` is the operator's explicit,
+relay without changing anything (read-only connections: not even a checkpoint); ``accept_loss`` is the operator's explicit,
 audited way past a loss that cannot be repaired (docs/operations.md, "Damaged storage and lost
 writes").
 """
@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .db import write_count
+from .db import connect_read_only, read_write_count
 from .integrity import Refused, compare, create_mark, mark_path, read_mark
 
 DATABASE = "relay.db"
@@ -48,16 +48,11 @@ def _relay_state(data_dir: Path) -> list[str]:
     return found
 
 
-def _connect(database: Path) -> sqlite3.Connection:
-    # mode=rw: never create a missing file
-    return sqlite3.connect(f"file:{database}?mode=rw", uri=True, isolation_level=None)
-
-
 def quick_check(database: Path) -> float:
     """Refuse a database that fails ``PRAGMA quick_check``; the seconds it took."""
     started = time.perf_counter()
     try:
-        conn = _connect(database)
+        conn = connect_read_only(database)
         try:
             rows = [row[0] for row in conn.execute("PRAGMA quick_check")]
         finally:
@@ -94,11 +89,7 @@ def check_stopped(data_dir: Path) -> Summary:
     mark = read_mark(mark_path(database))
     if not database.exists():
         return Summary(database, 0, mark, seconds)
-    conn = _connect(database)
-    try:
-        counted = write_count(conn)
-    finally:
-        conn.close()
+    counted = read_write_count(database)
     compare(database, counted or 0, mark)
     if mark is None and counted:
         raise Refused(f"the write mark {mark_path(database)} of the database {database} is "
@@ -125,13 +116,7 @@ def accept_loss(data_dir: Path, refusal: Refused) -> tuple[int | None, int]:
         old = read_mark(mark_path(database))
     except Refused:
         old = None
-    counted = 0
-    if database.exists():
-        conn = _connect(database)
-        try:
-            counted = write_count(conn) or 0
-        finally:
-            conn.close()
+    counted = (read_write_count(database) or 0) if database.exists() else 0
     create_mark(mark_path(database), counted)
 
     async def record() -> None:

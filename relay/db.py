@@ -13,7 +13,11 @@ each operation inside its own SAVEPOINT.)
 
 Durability: WAL with ``synchronous=FULL`` syncs the log at every commit, and a
 future resolves only after its commit returned, so a write the caller saw
-succeed survives a crash of the process or of the machine.
+succeed survives a crash of the process or of the machine. Each batch that
+changed rows also counts itself in ``write_mark``; after its COMMIT, still
+under the write lock and before any future resolves, the count is copied into
+the write-mark file beside the database (relay/integrity.py), so a database
+that later loses acknowledged writes is refused when it is opened.
 
 Several processes may share the file (``comity-relay serve --workers N``, and
 ``comity-relay token`` beside a running relay): each writer takes an exclusive
@@ -56,6 +60,7 @@ import sqlite_utils
 from .integrity import (RETRY_DAMAGED, RETRY_DISK_FULL, Health, Refused, WriteMark, compare,
                         create_mark, fsync_dir, mark_path, read_mark)
 from .schema import MIGRATIONS
+from .store_error import StoreError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -75,26 +80,6 @@ CHECKPOINT_INTERVAL = 0.25
 WRITER_CHECKPOINT_PAGES = 16_384
 #: prepared statements kept per connection (the store has fewer distinct ones)
 STATEMENT_CACHE = 256
-
-
-class StoreError(Exception):
-    """the relay's storage refused the operation"""
-
-    #: wire error code the relay answers with (see relay/errors.py)
-    code = "conflict"
-
-    def __init__(self, message: str | None = None):
-        super().__init__(message or (self.__doc__ or "").strip())
-
-    @property
-    def message(self) -> str:
-        return str(self.args[0])
-
-
-class Unavailable(StoreError):
-    """the database is closed or could not commit: retry shortly"""
-
-    code = "unavailable"
 
 
 class Damaged(Unavailable):
@@ -285,8 +270,9 @@ class Database:
             while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL):
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error:
-                    log.exception("checkpoint failed; the writers checkpoint if the WAL grows")
+                except sqlite3.Error as exc:
+                    if self.health.saw(exc, "a checkpoint") is None:
+                        log.exception("checkpoint failed; the writers checkpoint if the WAL grows")
         finally:
             conn.close()
 
@@ -300,14 +286,14 @@ class Database:
             if new and marked:
                 raise Refused(f"the database {self.path} is missing, but its write mark says "
                               f"{marked} write batches were acknowledged")
+            # Before the writer connects: a database that lost writes is refused untouched.
+            before = 0 if new else read_write_count(self.path)
+            compare(self.path, before or 0, marked)
             self._writer = self._connect(reader=False)
             if new:
                 os.chmod(self.path, 0o600)   # the -wal and -shm files inherit this mode
             self._write_lock = os.open(self.path.with_name(self.path.name + "-writer.lock"),
                                        os.O_RDWR | os.O_CREAT, 0o600)
-            # Before migrating: a database that lost writes is refused untouched.
-            before = write_count(self._writer.conn)
-            compare(self.path, before or 0, marked)
             _migrate(self._writer.conn, self.path, migrations)
             self._open_mark(marked, before)
         except BaseException as exc:
@@ -400,9 +386,9 @@ class Database:
                 for op in pending:
                     outcomes[op] = (False, error)
                 return outcomes
-            self.health.wrote()
             if wrote:
                 self.commits += 1
+                self.health.wrote()             # only a commit that wrote pages proves space
             if seq is not None:
                 # Still under the write lock, so marks of all processes are written in order;
                 # and before any caller is answered, so no answer outruns its mark.
@@ -532,6 +518,23 @@ class Database:
 
 
 # -- schema versions ------------------------------------------------------------------------------
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that changes nothing: it neither creates the file nor, on close,
+    checkpoints and deletes the WAL (which a read-write connection would do, destroying the
+    evidence of a damaged one)."""
+    return sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True,
+                           isolation_level=None)
+
+
+def read_write_count(path: Path) -> int | None:
+    """``write_count`` of the database file at ``path``, read without changing anything."""
+    conn = connect_read_only(path)
+    try:
+        return write_count(conn)
+    finally:
+        conn.close()
+
 
 def write_count(conn: sqlite3.Connection) -> int | None:
     """The database's count of write batches (relay/integrity.py); 0 for an empty file, None

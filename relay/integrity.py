@@ -37,6 +37,8 @@ import threading
 import time
 from pathlib import Path
 
+from .store_error import StoreError
+
 log = logging.getLogger("comity.relay")
 
 #: identifies a slot of a write-mark file (and its format version)
@@ -60,12 +62,14 @@ RETRY_UNAVAILABLE = 5
 _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26
 
 
-class Refused(Exception):
+class Refused(StoreError):
     """the data folder fails a storage check: the relay must not start on it"""
+
+    code = "unavailable"
 
     def __init__(self, message: str, hint: str = RECOVERY, *, kind: str = "lost"):
         super().__init__(message)
-        self.message, self.hint = message, hint
+        self.hint = hint
         #: "lost" (writes or the database are gone), "mark" (the mark file), "corrupt"
         self.kind = kind
 
@@ -147,8 +151,8 @@ class WriteMark:
 def compare(database: Path, counted: int, mark: int | None) -> None:
     """Refuse a database whose count of acknowledged writes is below its mark."""
     if mark is not None and counted < mark:
-        raise Refused(f"the database {database} is behind its write mark: it counts {counted} "
-                      f"acknowledged write batches, the relay had durably acknowledged {mark}; "
+        raise Refused(f"the database {database} is behind its write mark: it holds {counted} "
+                      f"write batches, but the relay acknowledged {mark}; the last "
                       f"{mark - counted} are lost")
 
 

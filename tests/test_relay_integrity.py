@@ -208,6 +208,13 @@ def test_the_mark_never_runs_ahead_of_a_database_killed_mid_storm(crashed, tmp_p
     _serve_starts(data)
 
 
+def _database_files(data: Path) -> dict[str, bytes]:
+    """relay.db and its WAL, byte for byte (SQLite's index and lock files, and an empty WAL
+    a reader may create, carry no data)."""
+    return {path.name: path.read_bytes() for path in data.glob("relay.db*")
+            if not path.name.endswith(("-shm", "-writer.lock")) and path.stat().st_size}
+
+
 @pytest.mark.parametrize("damage", ["deleted", "overwritten"])
 def test_start_is_refused_when_the_wal_of_a_killed_relay_is_lost(crashed, tmp_path, damage):
     data = _copy(crashed, tmp_path)
@@ -219,8 +226,12 @@ def test_start_is_refused_when_the_wal_of_a_killed_relay_is_lost(crashed, tmp_pa
         with open(wal, "r+b") as f:             # 32 bytes in the middle of the committed frames
             f.seek(wal.stat().st_size // 2)
             f.write(b"\x5a" * 32)
+    before = _database_files(data)
     _assert_refusal(_cli("check", "--data-dir", str(data)), "is behind its write mark")
     _assert_refusal(_serve_refused(data), "is behind its write mark")
+    _assert_refusal(_serve_refused(data, "--workers", "2"), "is behind its write mark")
+    # Refused untouched: no checkpoint folded the WAL's valid part in and deleted the rest.
+    assert _database_files(data) == before
 
 
 # -- a missing database, a damaged mark, and accepting a loss -----------------------------------
