@@ -207,11 +207,11 @@ def check(data_dir, config, accept_loss) -> None:
                 _fail(refusal.message, hint="--accept-loss cannot repair a damaged file: restore "
                       f"it from a backup or recover it first; {RECOVERY}")
             try:
-                old, counted = write_off(folder, refusal)
+                old, counted, aside = write_off(folder, refusal)
                 click.echo(f"accepted the loss: the write mark was "
                            f"{old if old is not None else 'unreadable'}, the database counted "
-                           f"{counted}; recorded in the audit log as storage-loss-accepted",
-                           err=True)
+                           f"{counted}; recorded in the audit log as storage-loss-accepted; "
+                           f"the files as they were are in {aside}", err=True)
                 summary = check_stopped(folder)
             except Refused as again:
                 _fail(again.message, hint=again.hint)

@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .db import connect_read_only, read_write_count
-from .integrity import Refused, compare, create_mark, mark_path, read_mark
+from .integrity import Refused, compare, create_mark, fsync_dir, mark_path, read_mark
 
 DATABASE = "relay.db"
 #: what, beside the database, says a relay has lived in a folder
 _RELAY_STATE = ("relay.key", "token.key", mark_path(Path(DATABASE)).name)
+#: prefix of the folder ``accept_loss`` copies the files it changes into (then a UTC time)
+KEPT_ASIDE = "before-accept-loss-"
 #: quick_check lines quoted in a refusal (the rest are the same story)
 _QUOTED = 1
 
@@ -98,12 +102,33 @@ def check_stopped(data_dir: Path) -> Summary:
     return Summary(database, counted or 0, mark, seconds)
 
 
-def accept_loss(data_dir: Path, refusal: Refused) -> tuple[int | None, int]:
+def _keep_aside(data_dir: Path) -> Path:
+    """Copy the database, its WAL and the mark, as they are, into a new folder beside them,
+    durably: whatever accepting the loss changes can still be looked at (or salvaged) later."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = data_dir / f"{KEPT_ASIDE}{stamp}"
+    aside.mkdir(mode=0o700)
+    for name in (DATABASE, DATABASE + "-wal", mark_path(Path(DATABASE)).name):
+        if (data_dir / name).exists():
+            shutil.copy2(data_dir / name, aside / name)
+            fd = os.open(aside / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fsync_dir(aside)
+    fsync_dir(data_dir)
+    return aside
+
+
+def accept_loss(data_dir: Path, refusal: Refused) -> tuple[int | None, int, Path]:
     """Rebase the write mark on what the database holds now and record that in the audit log.
 
     Only for a loss (``refusal.kind`` "lost" or "mark"); a damaged database is refused again:
-    it must be restored or recovered first. Creates an empty database if there is none.
-    Returns the old mark (None if unreadable) and the database's count.
+    it must be restored or recovered first. Creates an empty database if there is none. First
+    copies the files it is about to change aside (``_keep_aside``), so running it by mistake
+    loses nothing. Returns the old mark (None if unreadable), the database's count, and the
+    folder of the copies.
     """
     if refusal.kind == "corrupt":
         raise refusal
@@ -117,15 +142,17 @@ def accept_loss(data_dir: Path, refusal: Refused) -> tuple[int | None, int]:
     except Refused:
         old = None
     counted = (read_write_count(database) or 0) if database.exists() else 0
+    aside = _keep_aside(data_dir)
     create_mark(mark_path(database), counted)
 
     async def record() -> None:
         store = await Store.open(database)
         try:
-            detail = {"mark": old, "counted": counted, "reason": refusal.message}
+            detail = {"mark": old, "counted": counted, "reason": refusal.message,
+                      "kept": aside.name}
             await store.audit("storage-loss-accepted", None, None, json.dumps(detail),
                               int(time.time()))
         finally:
             await store.close()
     asyncio.run(record())
-    return old, counted
+    return old, counted, aside

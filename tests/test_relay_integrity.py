@@ -243,6 +243,7 @@ def test_a_missing_database_beside_the_relay_key_is_refused_until_the_loss_is_ac
     assert done.returncode == 0, done.stderr
     for path in data.glob("relay.db*"):
         path.unlink()
+    mark = (data / "relay.hwm").read_bytes()
     _assert_refusal(_serve_refused(data), "relay.db is missing")
     _assert_refusal(_cli("check", "--data-dir", str(data)), "relay.db is missing")
     assert not (data / "relay.db").exists()      # neither created an empty one
@@ -250,6 +251,8 @@ def test_a_missing_database_beside_the_relay_key_is_refused_until_the_loss_is_ac
     accepted = _cli("check", "--data-dir", str(data), "--accept-loss")
     assert accepted.returncode == 0, accepted.stderr
     assert "accepted the loss" in accepted.stderr
+    [aside] = data.glob("before-accept-loss-*")         # what it changed, kept as it was
+    assert (aside / "relay.hwm").read_bytes() == mark
     _serve_starts(data)
     conn = sqlite3.connect(data / "relay.db")
     events = [row[0] for row in conn.execute("SELECT event FROM audit")]
