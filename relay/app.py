@@ -26,11 +26,10 @@ from keys.encoding import canonical
 from .auth import RateLimiter
 from .blobs import BlobFiles
 from .cluster import Cluster
-from .constants import ANON_RATE_BURST, ANON_RATE_PER_SECOND
+from .constants import ANON_RATE_BURST, ANON_RATE_PER_SECOND, RETRY_DISK_FULL, RETRY_UNAVAILABLE
 from .context import MEMBER, RELAY, Relay
 from .db import StoreError
 from .errors import RelayError
-from .integrity import RETRY_DISK_FULL, RETRY_UNAVAILABLE
 from .handlers.ops import worker_metrics
 from .relaykey import ensure_data_dir, load_relay_key, load_token_secret
 from .routes import ROUTES

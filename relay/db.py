@@ -57,8 +57,9 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import sqlite_utils
 
-from .integrity import (RETRY_DAMAGED, RETRY_DISK_FULL, Health, Refused, WriteMark, compare,
-                        create_mark, fsync_dir, mark_path, read_mark)
+from .constants import RETRY_DAMAGED, RETRY_DISK_FULL
+from .integrity import (Health, Refused, WriteMark, compare, create_mark, fsync_dir, mark_path,
+                        read_mark)
 from .schema import MIGRATIONS
 from .store_error import StoreError, Unavailable
 

@@ -37,6 +37,7 @@ import threading
 import time
 from pathlib import Path
 
+from .constants import DISK_FULL_LOG_INTERVAL
 from .store_error import StoreError
 
 log = logging.getLogger("comity.relay")
@@ -50,13 +51,6 @@ MARK_SIZE = 2 * SLOT_SPAN
 _SLOT = struct.Struct(">8sQ16s")
 #: where operators read what to do (named in every refusal's hint)
 RECOVERY = "see 'Damaged storage and lost writes' in docs/operations.md"
-#: a full disk is logged at most once per this many seconds
-DISK_FULL_LOG_INTERVAL = 60.0
-#: Retry-After (seconds) of a 503: the database is damaged (an operator must act), the disk is
-#: full, or any other 503 without its own (a restart, an overload)
-RETRY_DAMAGED = 300
-RETRY_DISK_FULL = 60
-RETRY_UNAVAILABLE = 5
 
 # SQLite primary result codes (the low byte of an extended code)
 _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26

@@ -22,6 +22,7 @@ import pytest
 
 from relay import integrity
 from relay import store as store_module
+from relay.constants import RETRY_DISK_FULL
 from relay.store import Store
 from tests.relay_helpers import create_network, relay  # noqa: F401
 from tests.relay_process_support import START_TIMEOUT, RelayProcess, clean_env, relay_command
@@ -141,10 +142,10 @@ async def test_disk_full_is_logged_without_the_blob_id_and_shows_on_healthz(rela
         for _ in range(3):
             reply = await network.patch_blob(network.admin, blob, 0, b"x" * 10)
             assert (reply.status, reply.error) == (503, "unavailable")
-            assert reply.headers["Retry-After"] == str(integrity.RETRY_DISK_FULL)
+            assert reply.headers["Retry-After"] == str(RETRY_DISK_FULL)
         health = await relay.get("/healthz")
         assert (health.status, health.json()["status"]) == (503, "disk-full")
-        assert health.headers["Retry-After"] == str(integrity.RETRY_DISK_FULL)
+        assert health.headers["Retry-After"] == str(RETRY_DISK_FULL)
         monkeypatch.undo()
         # Space again: the next write that succeeds clears it.
         assert (await relay.post(network.path + "/blobs", {"size": 5},

@@ -7,9 +7,9 @@ from aiohttp import web
 from keys.constants import PROTOCOL_VERSION
 from keys.identity import format_fingerprint
 
+from ..constants import RETRY_DAMAGED, RETRY_DISK_FULL, RETRY_UNAVAILABLE
 from ..db import Unavailable
 from ..httputil import json_response
-from ..integrity import RETRY_DAMAGED, RETRY_DISK_FULL, RETRY_UNAVAILABLE
 from ..metrics import Metrics
 from ..openapi import openapi_document
 from ..context import RELAY
