@@ -44,6 +44,10 @@ RETRY_DISK_FULL = 1 * MINUTE
 RETRY_UNAVAILABLE = 5 * SECOND
 #: a full disk is logged at most once per this long (relay/integrity.py)
 DISK_FULL_LOG_INTERVAL = 1 * MINUTE
+#: /healthz says disk-full for at least this long after a write failed for lack of space...
+DISK_FULL_HOLD = 10 * SECOND
+#: ...and until the file system has this much free again: a few of the largest upload pieces
+DISK_FREE_TO_CLEAR = 4 * MAX_BLOB_PIECE
 
 #: seconds SIGTERM waits for in-flight requests before closing
 SHUTDOWN_GRACE = 10 * SECOND

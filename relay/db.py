@@ -147,7 +147,7 @@ class Database:
         #: largest batch taken in one transaction so far
         self.largest_batch = 0
         #: damage and full disks seen while serving (relay/integrity.py)
-        self.health = Health()
+        self.health = Health(path.parent)
         #: the write-mark file (relay/integrity.py); None for a schema without ``write_mark``
         self._mark: WriteMark | None = None
 

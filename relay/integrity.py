@@ -21,7 +21,7 @@ file unreadable or too high. Only when neither slot checks is the file damaged.
 
 **Damage while serving.** ``Health`` holds what the storage reported since start: an SQLite
 corruption error makes the relay ``damaged`` for good (writes refused, /healthz 503); a full
-disk makes it ``disk-full`` until a database commit succeeds again. Each is logged once (a full
+disk makes it ``disk-full`` until its file system has room again. Each is logged once (a full
 disk at most once per ``DISK_FULL_LOG_INTERVAL``), never per request.
 """
 
@@ -37,7 +37,7 @@ import threading
 import time
 from pathlib import Path
 
-from .constants import DISK_FULL_LOG_INTERVAL
+from .constants import DISK_FREE_TO_CLEAR, DISK_FULL_HOLD, DISK_FULL_LOG_INTERVAL
 from .store_error import StoreError
 
 log = logging.getLogger("comity.relay")
@@ -167,16 +167,34 @@ def classify(exc: BaseException) -> str | None:
     return None
 
 
-class Health:
-    """The storage's state as this process saw it while serving (thread-safe)."""
+def has_room(folder: Path) -> bool:
+    """Whether the file system of ``folder`` has DISK_FREE_TO_CLEAR bytes and an inode free."""
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return False
+    inodes = stat.f_files == 0 or stat.f_favail > 0      # 0 files: no inode limit (btrfs)
+    return inodes and stat.f_bavail * stat.f_frsize >= DISK_FREE_TO_CLEAR
 
-    def __init__(self, clock=time.monotonic):
+
+class Health:
+    """The storage's state as this process saw it while serving (thread-safe).
+
+    A full disk is reported until both DISK_FULL_HOLD passed since the last failure and the
+    file system has room again (``has_room``), checked when /healthz asks and when a write
+    succeeds. Not "until a write succeeds" alone: the database reuses its WAL's space after a
+    checkpoint, so its commits can succeed while every blob upload fails for lack of space.
+    """
+
+    def __init__(self, folder: Path, clock=time.monotonic):
+        self._folder = folder
         self._clock = clock
         self._lock = threading.Lock()
         #: why the database is considered damaged (None: it is not)
         self.damaged: str | None = None
-        #: when a full disk was last seen (None: since the last successful commit, never)
+        #: when a full disk was first and last seen (None: not full, as far as we know)
         self.full_since: float | None = None
+        self._full_last = 0.0
         self._full_logged: float | None = None
 
     @property
@@ -184,6 +202,7 @@ class Health:
         """'damaged', 'disk-full' or 'ok', for /healthz."""
         if self.damaged is not None:
             return "damaged"
+        self._recheck()
         return "disk-full" if self.full_since is not None else "ok"
 
     def saw(self, exc: BaseException, where: str) -> str | None:
@@ -199,16 +218,23 @@ class Health:
             elif kind == "full":
                 now = self._clock()
                 self.full_since = self.full_since or now
+                self._full_last = now
                 if self._full_logged is None or now - self._full_logged >= DISK_FULL_LOG_INTERVAL:
                     self._full_logged = now
-                    log.error("disk full: %s refused; /healthz answers 503 until a write "
-                              "succeeds again", where)
+                    log.error("disk full: %s refused; /healthz answers 503 until there is "
+                              "room again", where)
         return kind
 
     def wrote(self) -> None:
-        """A database commit succeeded: the disk has room again."""
-        if self.full_since is not None:
-            with self._lock:
-                if self.full_since is not None:
-                    self.full_since = None
-                    log.warning("disk space available again: writes succeed")
+        """A database commit succeeded: perhaps the disk has room again."""
+        self._recheck()
+
+    def _recheck(self) -> None:
+        if self.full_since is None or self._clock() - self._full_last < DISK_FULL_HOLD:
+            return
+        if not has_room(self._folder):
+            return
+        with self._lock:
+            if self.full_since is not None:
+                self.full_since = None
+                log.warning("disk space available again")

@@ -137,7 +137,9 @@ async def test_disk_full_is_logged_without_the_blob_id_and_shows_on_healthz(rela
 
     def full(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")
+    write_all = blob_module._write_all
     monkeypatch.setattr(blob_module, "_write_all", full)
+    monkeypatch.setattr(integrity, "has_room", lambda folder: False)
     with caplog.at_level(logging.INFO, logger="comity.relay"):
         for _ in range(3):
             reply = await network.patch_blob(network.admin, blob, 0, b"x" * 10)
@@ -146,11 +148,16 @@ async def test_disk_full_is_logged_without_the_blob_id_and_shows_on_healthz(rela
         health = await relay.get("/healthz")
         assert (health.status, health.json()["status"]) == (503, "disk-full")
         assert health.headers["Retry-After"] == str(RETRY_DISK_FULL)
-        monkeypatch.undo()
-        # Space again: the next write that succeeds clears it.
+        # A database commit succeeding proves nothing (it reuses its WAL's space): still full.
+        monkeypatch.setattr(integrity, "DISK_FULL_HOLD", 0)
         assert (await relay.post(network.path + "/blobs", {"size": 5},
                                  member=network.admin)).status == 201
+        assert (await relay.get("/healthz")).json()["status"] == "disk-full"
+        # Room again: /healthz says so, and the upload goes through.
+        monkeypatch.setattr(integrity, "has_room", lambda folder: True)
+        monkeypatch.setattr(blob_module, "_write_all", write_all)
         assert (await relay.get("/healthz")).status == 200
+        assert (await network.patch_blob(network.admin, blob, 0, b"x" * 10)).status == 204
     logged = caplog.text
     assert "disk full" in logged and "/blobs/{id}" in logged
     assert blob not in logged                       # a blob id is a capability

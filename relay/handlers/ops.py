@@ -17,7 +17,7 @@ from ..context import RELAY
 
 async def healthz(request: web.Request) -> web.Response:
     """200 ``ok``; 503 ``draining``, ``damaged`` (a corruption error was seen: writes are
-    refused) or ``disk-full`` (until a write succeeds again), each with Retry-After."""
+    refused) or ``disk-full`` (until there is room again), each with Retry-After."""
     relay = request.app[RELAY]
     health = relay.store.db.health
     try:
