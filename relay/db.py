@@ -396,8 +396,9 @@ class Database:
                 try:
                     self._mark.write(seq)
                 except OSError as exc:
-                    self.health.saw(exc, "the write mark")
-                    log.error("cannot record write %d in %s: %s", seq, self._mark.path.name, exc)
+                    # After a failed fsync the kernel may have dropped the data: stop writing.
+                    if self.health.saw(exc, "writing the write mark") is None:
+                        self.health.broken(exc, "writing the write mark")
                     error = Unavailable("the write is stored but could not be recorded: retry")
                     for op in pending:
                         outcomes[op] = (False, error)

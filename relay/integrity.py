@@ -210,11 +210,8 @@ class Health:
         ``where`` names the operation for the log; it never holds an id or a path."""
         kind = classify(exc)
         with self._lock:
-            if kind == "corrupt" and self.damaged is None:
-                self.damaged = type(exc).__name__ + ": " + str(exc).splitlines()[0][:200]
-                log.error("the database is damaged (%s during %s): writes are refused and "
-                          "/healthz answers 503 until the relay is stopped and repaired; %s",
-                          self.damaged, where, RECOVERY)
+            if kind == "corrupt":
+                self._damage(exc, where)
             elif kind == "full":
                 now = self._clock()
                 self.full_since = self.full_since or now
@@ -224,6 +221,19 @@ class Health:
                     log.error("disk full: %s refused; /healthz answers 503 until there is "
                               "room again", where)
         return kind
+
+    def broken(self, exc: BaseException, where: str) -> None:
+        """Storage that failed in a way that may have lost an acknowledged write (a failed
+        fsync of the write mark): treated as damage."""
+        with self._lock:
+            self._damage(exc, where)
+
+    def _damage(self, exc: BaseException, where: str) -> None:
+        if self.damaged is None:
+            self.damaged = type(exc).__name__ + ": " + str(exc).splitlines()[0][:200]
+            log.error("the database is damaged (%s during %s): writes are refused and "
+                      "/healthz answers 503 until the relay is stopped and repaired; %s",
+                      self.damaged, where, RECOVERY)
 
     def wrote(self) -> None:
         """A database commit succeeded: perhaps the disk has room again."""

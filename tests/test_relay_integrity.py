@@ -297,3 +297,23 @@ def test_check_refuses_a_running_relay(tmp_path):
     finally:
         relay.close()
     assert done.returncode == 1 and "another comity-relay" in done.stderr
+
+
+async def test_a_write_whose_mark_cannot_be_synced_is_not_acknowledged(tmp_path, monkeypatch):
+    """No answer outruns its mark: if the mark's fsync fails, the caller hears 503, and the
+    relay stops writing (after a failed fsync the kernel may have dropped the data)."""
+    from relay.db import Damaged, Database, Unavailable
+    db = await Database.open(tmp_path / "relay.db")
+    try:
+        def failing(self, seq):
+            raise OSError(errno.EIO, "Input/output error")
+        monkeypatch.setattr(integrity.WriteMark, "write", failing)
+        with pytest.raises(Unavailable):
+            await db.write(lambda conn: conn.execute(
+                "INSERT INTO audit (at, event, detail) VALUES (1, 'e', '{}')"))
+        monkeypatch.undo()
+        with pytest.raises(Damaged):
+            await db.write(lambda conn: None)
+        assert db.health.status == "damaged"
+    finally:
+        await db.close()
