@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .db import connect_read_only, read_write_count
-from .integrity import Refused, compare, create_mark, fsync_dir, mark_path, read_mark
+from .integrity import (Refused, compare, connect_read_only, create_mark, fsync_dir, mark_path,
+                        read_mark, read_write_count)
 
 DATABASE = "relay.db"
 #: what, beside the database, says a relay has lived in a folder

@@ -59,7 +59,7 @@ import sqlite_utils
 
 from .constants import RETRY_DAMAGED, RETRY_DISK_FULL
 from .integrity import (Health, Refused, WriteMark, compare, create_mark, fsync_dir, mark_path,
-                        read_mark)
+                        read_mark, read_write_count, write_count)
 from .schema import MIGRATIONS
 from .store_error import StoreError, Unavailable
 
@@ -520,34 +520,6 @@ class Database:
 
 
 # -- schema versions ------------------------------------------------------------------------------
-
-def connect_read_only(path: Path) -> sqlite3.Connection:
-    """A connection that changes nothing: it neither creates the file nor, on close,
-    checkpoints and deletes the WAL (which a read-write connection would do, destroying the
-    evidence of a damaged one)."""
-    return sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True,
-                           isolation_level=None)
-
-
-def read_write_count(path: Path) -> int | None:
-    """``write_count`` of the database file at ``path``, read without changing anything."""
-    conn = connect_read_only(path)
-    try:
-        return write_count(conn)
-    finally:
-        conn.close()
-
-
-def write_count(conn: sqlite3.Connection) -> int | None:
-    """The database's count of write batches (relay/integrity.py); 0 for an empty file, None
-    for a database from before the count existed."""
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if not tables:
-        return 0
-    if "write_mark" not in tables:
-        return None
-    return conn.execute("SELECT seq FROM write_mark").fetchone()[0]
-
 
 def _schema_version(conn: sqlite3.Connection) -> int:
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}

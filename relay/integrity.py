@@ -142,6 +142,34 @@ class WriteMark:
         os.close(self._fd)
 
 
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that changes nothing: it neither creates the file nor, on close,
+    checkpoints and deletes the WAL (which a read-write connection would do, destroying the
+    evidence of a damaged one)."""
+    return sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True,
+                           isolation_level=None)
+
+
+def read_write_count(path: Path) -> int | None:
+    """``write_count`` of the database file at ``path``, read without changing anything."""
+    conn = connect_read_only(path)
+    try:
+        return write_count(conn)
+    finally:
+        conn.close()
+
+
+def write_count(conn: sqlite3.Connection) -> int | None:
+    """The database's count of write batches (table ``write_mark``, schema version 6); 0 for
+    an empty file, None for a database from before the count existed."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables:
+        return 0
+    if "write_mark" not in tables:
+        return None
+    return conn.execute("SELECT seq FROM write_mark").fetchone()[0]
+
+
 def compare(database: Path, counted: int, mark: int | None) -> None:
     """Refuse a database whose count of acknowledged writes is below its mark."""
     if mark is not None and counted < mark:
