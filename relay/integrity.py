@@ -175,7 +175,8 @@ def compare(database: Path, counted: int, mark: int | None) -> None:
     if mark is not None and counted < mark:
         raise Refused(f"the database {database} is behind its write mark: it holds {counted} "
                       f"write batches, but the relay acknowledged {mark}; the last "
-                      f"{mark - counted} are lost")
+                      f"{mark - counted} batches of acknowledged writes (one or more each) "
+                      "are lost")
 
 
 # -- damage while serving -------------------------------------------------------------------------
