@@ -337,7 +337,9 @@ class Database:
                 except queue.Empty:
                     break
             ops = [item for item in batch if item is not _STOP]
-            if ops:
+            if ops and self.health.damaged is not None:   # queued before the damage was seen
+                self._resolve(ops, {op: (False, Damaged()) for op in ops})
+            elif ops:
                 try:
                     outcomes = self._run_batch(ops)
                 except Exception as exc:      # a bug or a broken connection: fail, keep serving
@@ -372,6 +374,10 @@ class Database:
                 outcomes = self._run_isolated(ops)
             self._storage_errors(outcomes)
             pending = [op for op in ops if op in outcomes and outcomes[op][0]]
+            if pending and self.health.damaged is not None:   # commit nothing onto it
+                for op in pending:
+                    outcomes[op] = (False, Damaged())
+                pending = []
             if not pending:
                 self._abort()
                 return outcomes

@@ -317,3 +317,23 @@ async def test_a_write_whose_mark_cannot_be_synced_is_not_acknowledged(tmp_path,
         assert db.health.status == "damaged"
     finally:
         await db.close()
+
+
+async def test_writes_queued_with_one_that_meets_damage_are_not_committed(tmp_path):
+    """Once an operation of a batch meets corruption, nothing of that batch or of those queued
+    behind it is committed onto the file."""
+    from relay.db import Damaged, Database
+    db = await Database.open(tmp_path / "relay.db")
+    try:
+        def insert(conn, value):
+            conn.execute("INSERT INTO audit (at, event, detail) VALUES (?, 'e', '{}')", [value])
+
+        def malformed(conn, value):
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        results = await asyncio.gather(*(db.write(malformed if i == 2 else insert, i)
+                                         for i in range(6)), return_exceptions=True)
+        assert all(isinstance(r, Damaged) for r in results[2:]), results
+        assert await db.read(lambda conn: conn.execute(
+            "SELECT count(*) FROM audit WHERE at >= 2").fetchone()[0]) == 0
+    finally:
+        await db.close()
