@@ -26,7 +26,7 @@ from keys.encoding import canonical
 from .auth import RateLimiter
 from .blobs import BlobFiles
 from .cluster import Cluster
-from .constants import ANON_RATE_BURST, ANON_RATE_PER_SECOND
+from .constants import ANON_RATE_BURST, ANON_RATE_PER_SECOND, RETRY_DISK_FULL, RETRY_UNAVAILABLE
 from .context import MEMBER, RELAY, Relay
 from .db import StoreError
 from .errors import RelayError
@@ -47,9 +47,13 @@ _HTTP_CODES = {404: "not-found", 405: "method-not-allowed", 413: "too-large",
 
 
 def _error_response(error: RelayError) -> web.Response:
+    headers = error.headers
+    if error.status == 503 and "Retry-After" not in headers:
+        # Every 503 says when to come back, so no client retries in a tight loop.
+        headers = {**headers, "Retry-After": str(RETRY_UNAVAILABLE)}
     response = web.Response(body=canonical(error.body()), status=error.status,
-                            content_type="application/json", headers=error.headers)
-    if error.headers.get("Connection") == "close":
+                            content_type="application/json", headers=headers)
+    if headers.get("Connection") == "close":
         response.force_close()                 # the header alone would not make aiohttp close
     return response
 
@@ -106,9 +110,12 @@ def _wire_error(request: web.Request, exc: Exception) -> web.Response:
         raise exc
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         # Not the client's fault, and nothing was acknowledged: retry once space is freed.
-        log.error("disk full: %s %s refused", request.method, request.path)
+        # Logged by route template: the raw path holds a blob id, which is a capability.
+        route = request.match_info.route.resource
+        request.app[RELAY].store.db.health.saw(
+            exc, f"{request.method} {route.canonical if route is not None else 'unmatched'}")
         return _error_response(RelayError("unavailable", "the relay's disk is full: retry later",
-                                          headers={"Retry-After": "60"}))
+                                          headers={"Retry-After": str(RETRY_DISK_FULL)}))
     route = request.match_info.route.resource
     log.exception("bug: unhandled error in %s %s", request.method, route and route.canonical,
                   exc_info=exc)

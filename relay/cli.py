@@ -9,6 +9,7 @@ settings mistake and 1 for anything else. A traceback means a bug.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import sqlite3
 import sys
@@ -162,3 +163,61 @@ def token(network, data_dir, config) -> None:
     click.echo(value)
     click.echo(f"hint: give this token to the administrator of {network}; "
                "it creates the network once, within 24 hours", err=True)
+
+
+@main.command()
+@click.option("--data-dir", default=None,
+              help="the relay's data folder [env COMITY_RELAY_DATA_DIR; default ./comity-data]")
+@click.option("--config", type=click.Path(dir_okay=False), envvar="COMITY_RELAY_CONFIG",
+              help="TOML settings file (for its data_dir) [env COMITY_RELAY_CONFIG]")
+@click.option("--accept-loss", is_flag=True,
+              help="knowingly write off lost writes: rebase the write mark on the database as "
+                   "it is, and record that in the audit log (never repairs a damaged file)")
+def check(data_dir, config, accept_loss) -> None:
+    """Check the storage of a stopped relay; exit 1 on damage.
+
+    Runs every check the relay runs at start: the database is there if the
+    rest of a relay is, passes PRAGMA quick_check, and counts at least as
+    many write batches as its write mark (relay.hwm). What to do on each
+    refusal: "Damaged storage and lost writes" in docs/operations.md.
+    """
+    from .datacheck import accept_loss as write_off
+    from .datacheck import check_stopped
+    from .integrity import RECOVERY, Refused
+    from .server import ServeError, lock_data_dir
+
+    try:
+        settings = load_settings({"data_dir": data_dir}, config=config)
+    except SettingsError as exc:
+        _fail(str(exc), usage=True)
+    folder = Path(settings.data_dir)
+    if not folder.is_dir():
+        _fail(f"no data folder {folder}", hint="give the relay's folder with --data-dir")
+    try:
+        lock = lock_data_dir(folder)            # a running relay moves the mark under us
+    except ServeError as exc:
+        _fail(exc.message, hint="stop the relay first: check reads a stopped relay")
+    try:
+        try:
+            summary = check_stopped(folder)
+        except Refused as refusal:
+            if not accept_loss:
+                _fail(refusal.message, hint=refusal.hint)
+            if refusal.kind == "corrupt":
+                _fail(refusal.message, hint="--accept-loss cannot repair a damaged file: restore "
+                      f"it from a backup or recover it first; {RECOVERY}")
+            try:
+                old, counted, aside = write_off(folder, refusal)
+                click.echo(f"accepted the loss: the write mark was "
+                           f"{old if old is not None else 'unreadable'}, the database counted "
+                           f"{counted}; recorded in the audit log as storage-loss-accepted; "
+                           f"the files as they were are in {aside}", err=True)
+                summary = check_stopped(folder)
+            except Refused as again:
+                _fail(again.message, hint=again.hint)
+        except (sqlite3.Error, OSError) as exc:
+            _fail(f"cannot check {folder}: {getattr(exc, 'strerror', None) or exc}")
+    finally:
+        os.close(lock)
+    click.echo(f"ok: {summary.database} passes quick_check ({summary.seconds:.2f} s) and counts "
+               f"{summary.counted} write batches, write mark {summary.mark}", err=True)

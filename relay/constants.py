@@ -37,6 +37,18 @@ RATE_BURST = 400
 ANON_RATE_PER_SECOND = 20
 ANON_RATE_BURST = 60
 
+#: Retry-After of a 503: the database is damaged (an operator must act), the disk is full,
+#: or any other 503 without its own (a restart, an overload)
+RETRY_DAMAGED = 5 * MINUTE
+RETRY_DISK_FULL = 1 * MINUTE
+RETRY_UNAVAILABLE = 5 * SECOND
+#: a full disk is logged at most once per this long (relay/integrity.py)
+DISK_FULL_LOG_INTERVAL = 1 * MINUTE
+#: /healthz says disk-full for at least this long after a write failed for lack of space...
+DISK_FULL_HOLD = 10 * SECOND
+#: ...and until the file system has this much free again: a few of the largest upload pieces
+DISK_FREE_TO_CLEAR = 4 * MAX_BLOB_PIECE
+
 #: seconds SIGTERM waits for in-flight requests before closing
 SHUTDOWN_GRACE = 10 * SECOND
 #: then seconds push WebSockets and overdue requests get before they are cancelled

@@ -13,7 +13,11 @@ each operation inside its own SAVEPOINT.)
 
 Durability: WAL with ``synchronous=FULL`` syncs the log at every commit, and a
 future resolves only after its commit returned, so a write the caller saw
-succeed survives a crash of the process or of the machine.
+succeed survives a crash of the process or of the machine. Each batch that
+changed rows also counts itself in ``write_mark``; after its COMMIT, still
+under the write lock and before any future resolves, the count is copied into
+the write-mark file beside the database (relay/integrity.py), so a database
+that later loses acknowledged writes is refused when it is opened.
 
 Several processes may share the file (``comity-relay serve --workers N``, and
 ``comity-relay token`` beside a running relay): each writer takes an exclusive
@@ -53,7 +57,11 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import sqlite_utils
 
+from .constants import RETRY_DAMAGED, RETRY_DISK_FULL
+from .integrity import (Health, Refused, WriteMark, compare, create_mark, fsync_dir, mark_path,
+                        read_mark, read_write_count, write_count)
 from .schema import MIGRATIONS
+from .store_error import StoreError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -75,24 +83,16 @@ WRITER_CHECKPOINT_PAGES = 16_384
 STATEMENT_CACHE = 256
 
 
-class StoreError(Exception):
-    """the relay's storage refused the operation"""
+class Damaged(Unavailable):
+    """the relay's database is damaged: it accepts no writes until an operator repairs it"""
 
-    #: wire error code the relay answers with (see relay/errors.py)
-    code = "conflict"
-
-    def __init__(self, message: str | None = None):
-        super().__init__(message or (self.__doc__ or "").strip())
-
-    @property
-    def message(self) -> str:
-        return str(self.args[0])
+    headers = {"Retry-After": str(RETRY_DAMAGED)}
 
 
-class Unavailable(StoreError):
-    """the database is closed or could not commit: retry shortly"""
+class DiskFull(Unavailable):
+    """the relay's disk is full: retry later"""
 
-    code = "unavailable"
+    headers = {"Retry-After": str(RETRY_DISK_FULL)}
 
 
 class SchemaError(StoreError):
@@ -122,15 +122,6 @@ def _settle(outcomes: list) -> None:
             future.set_exception(value)
 
 
-def fsync_dir(path: Path) -> None:
-    """Make the creation, renaming or removal of a file in folder ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Database:
     """The relay database file. Create with ``await Database.open(path)``."""
 
@@ -155,6 +146,10 @@ class Database:
         self.operations = 0
         #: largest batch taken in one transaction so far
         self.largest_batch = 0
+        #: damage and full disks seen while serving (relay/integrity.py)
+        self.health = Health(path.parent)
+        #: the write-mark file (relay/integrity.py); None for a schema without ``write_mark``
+        self._mark: WriteMark | None = None
 
     @classmethod
     async def open(cls, path: str | os.PathLike, *, readers: int = DEFAULT_READERS,
@@ -183,6 +178,8 @@ class Database:
         """Run ``fn(db, *args)`` in the writer's next batch; return its result once committed."""
         if self._closing:
             raise Unavailable("the database is closing")
+        if self.health.damaged is not None:     # never receipt onto a damaged file
+            raise Damaged()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.put(_Op(fn, args, loop, future))
@@ -247,6 +244,13 @@ class Database:
         conn.execute("BEGIN")
         try:
             return fn(db, *args)
+        except sqlite3.DatabaseError as exc:
+            kind = self.health.saw(exc, "a read")
+            if kind == "corrupt":
+                raise Damaged() from None
+            if kind == "full":
+                raise DiskFull() from None
+            raise
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -267,8 +271,9 @@ class Database:
             while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL):
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error:
-                    log.exception("checkpoint failed; the writers checkpoint if the WAL grows")
+                except sqlite3.Error as exc:
+                    if self.health.saw(exc, "a checkpoint") is None:
+                        log.exception("checkpoint failed; the writers checkpoint if the WAL grows")
         finally:
             conn.close()
 
@@ -278,12 +283,20 @@ class Database:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             new = not self.path.exists()
+            marked = read_mark(mark_path(self.path))
+            if new and marked:
+                raise Refused(f"the database {self.path} is missing, but its write mark says "
+                              f"{marked} write batches were acknowledged")
+            # Before the writer connects: a database that lost writes is refused untouched.
+            before = 0 if new else read_write_count(self.path)
+            compare(self.path, before or 0, marked)
             self._writer = self._connect(reader=False)
             if new:
                 os.chmod(self.path, 0o600)   # the -wal and -shm files inherit this mode
             self._write_lock = os.open(self.path.with_name(self.path.name + "-writer.lock"),
                                        os.O_RDWR | os.O_CREAT, 0o600)
             _migrate(self._writer.conn, self.path, migrations)
+            self._open_mark(marked, before)
         except BaseException as exc:
             if self._writer is not None:
                 self._writer.close()
@@ -297,6 +310,23 @@ class Database:
         finally:
             self._writer.close()
             os.close(self._write_lock)
+            if self._mark is not None:
+                self._mark.close()
+
+    def _open_mark(self, marked: int | None, before: int | None) -> None:
+        """Open the write-mark file, creating it for a new database or one that predates it."""
+        counted = write_count(self._writer.conn)
+        if counted is None:                     # a schema without write_mark (tests' old versions)
+            return
+        path = mark_path(self.path)
+        if marked is None:
+            if before is not None and before > 0:
+                # The database has counted writes, so the file existed: it was removed.
+                raise Refused(f"the write mark {path} of the database {self.path} is missing, "
+                              "so whether the database lost acknowledged writes cannot be told",
+                              kind="mark")
+            create_mark(path, counted)
+        self._mark = WriteMark(path)
 
     def _writer_loop(self) -> None:
         while True:
@@ -307,13 +337,18 @@ class Database:
                 except queue.Empty:
                     break
             ops = [item for item in batch if item is not _STOP]
-            if ops:
+            if ops and self.health.damaged is not None:   # queued before the damage was seen
+                self._resolve(ops, {op: (False, Damaged()) for op in ops})
+            elif ops:
                 try:
                     outcomes = self._run_batch(ops)
                 except Exception as exc:      # a bug or a broken connection: fail, keep serving
-                    log.exception("write batch failed")
+                    kind = self.health.saw(exc, "a write")
+                    if kind is None:
+                        log.exception("write batch failed")
                     self._abort()
-                    error = Unavailable(f"the database failed: {exc}")
+                    error = {"corrupt": Damaged(), "full": DiskFull()}.get(
+                        kind, Unavailable(f"the database failed: {exc}"))
                     outcomes = {op: (False, error) for op in ops}
                 self._resolve(ops, outcomes)
             if len(ops) != len(batch):
@@ -337,23 +372,60 @@ class Database:
             outcomes = self._run_plain(ops)
             if outcomes is None:
                 outcomes = self._run_isolated(ops)
+            self._storage_errors(outcomes)
             pending = [op for op in ops if op in outcomes and outcomes[op][0]]
+            if pending and self.health.damaged is not None:   # commit nothing onto it
+                for op in pending:
+                    outcomes[op] = (False, Damaged())
+                pending = []
             if not pending:
                 self._abort()
                 return outcomes
+            wrote = conn.total_changes != changes   # a commit that wrote nothing costs no fsync
             try:
+                seq = self._count(conn) if wrote else None
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._abort()
-                error = Unavailable(f"the database could not commit: {exc}")
+                kind = self.health.saw(exc, "a commit")
+                error = {"corrupt": Damaged(), "full": DiskFull()}.get(
+                    kind, Unavailable(f"the database could not commit: {exc}"))
                 for op in pending:
                     outcomes[op] = (False, error)
-            else:
-                if conn.total_changes != changes:   # a commit that wrote nothing costs no fsync
-                    self.commits += 1
+                return outcomes
+            if wrote:
+                self.commits += 1
+                self.health.wrote()             # only a commit that wrote pages proves space
+            if seq is not None:
+                # Still under the write lock, so marks of all processes are written in order;
+                # and before any caller is answered, so no answer outruns its mark.
+                try:
+                    self._mark.write(seq)
+                except OSError as exc:
+                    # After a failed fsync the kernel may have dropped the data: stop writing.
+                    if self.health.saw(exc, "writing the write mark") is None:
+                        self.health.broken(exc, "writing the write mark")
+                    error = Unavailable("the write is stored but could not be recorded: retry")
+                    for op in pending:
+                        outcomes[op] = (False, error)
             return outcomes
         finally:
             fcntl.flock(self._write_lock, fcntl.LOCK_UN)
+
+    def _count(self, conn: sqlite3.Connection) -> int | None:
+        """Count this batch in ``write_mark`` (same transaction); the new count."""
+        if self._mark is None:
+            return None
+        return conn.execute("UPDATE write_mark SET seq = seq + 1 RETURNING seq").fetchone()[0]
+
+    def _storage_errors(self, outcomes: dict) -> None:
+        """An operation that failed because the file is damaged or the disk full: note it,
+        and answer its caller with the storage's refusal, not SQLite's words."""
+        for op, (ok, value) in list(outcomes.items()):
+            if not ok and isinstance(value, (sqlite3.DatabaseError, OSError)):
+                kind = self.health.saw(value, "a write")
+                if kind is not None:
+                    outcomes[op] = (False, Damaged() if kind == "corrupt" else DiskFull())
 
     def _run_plain(self, ops: list[_Op]) -> dict[_Op, tuple[bool, Any]] | None:
         """The common case: the batch in one transaction, no savepoints.

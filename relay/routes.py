@@ -31,7 +31,8 @@ class Route:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/healthz", ops.healthz, "liveness and readiness (503 while draining)", "none"),
+    Route("GET", "/healthz", ops.healthz,
+          "liveness and readiness (503 while draining, damaged or disk-full)", "none"),
     Route("GET", "/metrics", ops.metrics, "Prometheus text metrics", "none"),
     Route("GET", "/v1/relay", ops.relay_info, "the relay's public key and fingerprint", "none"),
     Route("GET", "/v1/openapi.json", ops.openapi, "this document", "none"),

@@ -205,8 +205,19 @@ CREATE INDEX pending_rotations_by_member ON pending_rotations (network, handle, 
 CREATE INDEX pending_rotations_by_age ON pending_rotations (submitted_at);
 """
 
+_V6 = """
+-- How many write batches the relay committed (and so may have acknowledged), counted in the
+-- same transaction as the writes; copied after each commit into the write-mark file beside the
+-- database (relay/integrity.py), so a database that lost acknowledged writes is noticed.
+CREATE TABLE write_mark (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  INTEGER NOT NULL
+);
+INSERT INTO write_mark (id, seq) VALUES (1, 0);
+"""
+
 #: ``MIGRATIONS[i]`` upgrades a database from version ``i`` to ``i + 1``; append only
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
 #: the version this release reads and writes
 SCHEMA_VERSION = len(MIGRATIONS)

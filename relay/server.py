@@ -4,7 +4,10 @@ Start-up order, and what each failure says (``ServeError``, exit status 1):
 
 1. load the TLS certificate, if any   -> "cannot load the TLS certificate ..."
 2. lock ``<data_dir>/relay.lock``     -> "another comity-relay is using ..."
-3. open the database and keys         -> "cannot open the data folder ..."
+3. check the storage (relay/datacheck.py: the database is there if the rest of a relay is,
+   passes quick_check, and is not behind its write mark)
+                                      -> the check's own one-line error and hint
+   open the database and keys         -> "cannot open the data folder ..."
 4. bind the socket                    -> "cannot listen on HOST:PORT: ..."
 5. print ``listening on URL`` and ``relay fingerprint ...`` on stdout (flushed)
 
@@ -51,7 +54,9 @@ from .app import IN_FLIGHT, InFlight, make_app
 from .cluster import Cluster
 from .connections import ConnectionGuard, GuardedRunner, derived_limit
 from .constants import CLOSE_GRACE, SHUTDOWN_GRACE
+from .datacheck import check_before_start
 from .db import StoreError
+from .integrity import Refused
 from .relaykey import KeyFileError, ensure_data_dir
 from .settings import RelaySettings
 from .context import RELAY
@@ -164,7 +169,11 @@ async def serve(settings: RelaySettings, worker: WorkerSetup | None = None) -> N
                            handle_signals=False, keepalive_timeout=settings.keepalive_timeout)
     try:
         try:
+            if worker is None:                 # workers: the supervisor checked before forking
+                await asyncio.to_thread(check_before_start, settings.data_path)
             await runner.setup()               # on_startup: database, relay key, sweeper
+        except Refused as exc:
+            raise ServeError(exc.message, hint=exc.hint) from None
         except (StoreError, KeyFileError, OSError, sqlite3.Error) as exc:
             message = getattr(exc, "strerror", None) or exc
             raise ServeError(f"cannot open the data folder {settings.data_dir}: {message}") from None

@@ -5,7 +5,8 @@ prepares everything that must happen once, then forks N workers that each run
 the ordinary relay (relay/server.py) on their own listening socket:
 
 1. load the TLS certificate (each worker loads its own copy later), lock the
-   data folder, create or migrate the database, create the relay key;
+   data folder, check the storage (relay/datacheck.py), create or migrate the
+   database, create the relay key;
 2. bind N sockets to the same address with ``SO_REUSEPORT``, so the kernel
    spreads incoming connections over the workers (one shared socket would let
    whichever worker wakes first take a whole burst of connections);
@@ -43,6 +44,8 @@ import traceback
 from keys.identity import format_fingerprint
 
 from .cluster import Cluster
+from .datacheck import check_before_start
+from .integrity import Refused
 from .relaykey import KeyFileError, ensure_data_dir, load_relay_key, load_token_secret
 from .server import ServeError, WorkerSetup, lock_data_dir, ssl_context, serve, url
 from .settings import RelaySettings
@@ -83,9 +86,12 @@ def _prepare(settings: RelaySettings) -> str:
         await store.close()
     try:
         ensure_data_dir(data)
+        check_before_start(data)                # once, for every worker
         asyncio.run(migrate())                  # no thread survives it: safe to fork after
         key = load_relay_key(data)
         load_token_secret(data)
+    except Refused as exc:
+        raise ServeError(exc.message, hint=exc.hint) from None
     except (StoreError, KeyFileError, OSError, sqlite3.Error) as exc:
         message = getattr(exc, "strerror", None) or exc
         raise ServeError(f"cannot open the data folder {settings.data_dir}: {message}") from None

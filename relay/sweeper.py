@@ -14,6 +14,7 @@ from keys.encoding import b64e, canonical
 from keys.receipts import make_relay_receipt
 
 from .constants import ORPHAN_BLOB_TTL, PENDING_ROTATION_TTL, SWEEP_INTERVAL
+from .db import Damaged, DiskFull
 
 log = logging.getLogger("comity.relay")
 
@@ -65,6 +66,8 @@ async def sweeper(relay) -> None:
             await sweep_once(relay)
         except asyncio.CancelledError:
             raise
+        except (Damaged, DiskFull):
+            pass                # logged once where it was seen (relay/integrity.py), not per sweep
         except Exception:
             log.exception("sweep failed; retrying at the next interval")
         await asyncio.sleep(SWEEP_INTERVAL)

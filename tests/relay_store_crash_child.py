@@ -1,11 +1,13 @@
 """Child process of the store's crash test (tests/test_relay_store.py); not a test itself.
 
-    python tests/relay_store_crash_child.py DB_PATH WORKERS
+    python tests/relay_store_crash_child.py DB_PATH WORKERS [no-checkpoints]
 
 Opens the store, then submits messages from WORKERS concurrent tasks forever,
 printing each message id on stdout (flushed) only after ``submit_message``
 returned: a printed id is an acknowledged, supposedly durable, write. The
-parent kills this process with SIGKILL in the middle of it.
+parent kills this process with SIGKILL in the middle of it. With ``no-checkpoints`` the
+background checkpointer never runs, so everything committed is still in the WAL when it dies
+(tests/test_relay_integrity.py then deletes or damages the WAL).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from relay import db  # noqa: E402
 from relay.store import Store  # noqa: E402
 
 NETWORK = "crash-net"
@@ -40,6 +43,8 @@ async def worker(store: Store, number: int) -> None:
 
 
 async def main() -> None:
+    if sys.argv[3:] == ["no-checkpoints"]:
+        db.CHECKPOINT_INTERVAL = 24 * 3600
     store = await Store.open(sys.argv[1])
     await store.create_network(NETWORK, "genesis-hash", '{"seq":0}', 1000)
     sys.stdout.write("ready\n")

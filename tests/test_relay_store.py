@@ -21,7 +21,7 @@ from relay.blobs import (
     AlreadyComplete, BadBlobId, BadRange, BlobFiles, NoBlobFile, OffsetMismatch, TooLarge,
     UploadBusy, new_blob_id,
 )
-from relay.db import Database, SchemaError, Unavailable
+from relay.db import Database, DiskFull, SchemaError, Unavailable
 from relay.store import (
     BadCreationToken, BlobUnusable, Conflict, EnrollmentExists, Gone, LogConflict,
     MessageIdReused, NetworkExists, NoBlob, NoInvite, NoMessage, NoNetwork, Store,
@@ -124,7 +124,8 @@ async def test_operation_that_aborts_the_transaction_fails_alone(tmp_path):
         release.set()
         await blocker
         results = await asyncio.gather(*writes, return_exceptions=True)
-        assert isinstance(results[3], sqlite3.OperationalError)
+        # Its caller hears the storage's refusal (a 503 with Retry-After), not SQLite's words.
+        assert isinstance(results[3], DiskFull)
         assert await db.read(audit_values) == [0, 1, 2, 4, 5, 6, 7]
     finally:
         await db.close()

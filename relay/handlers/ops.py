@@ -7,6 +7,8 @@ from aiohttp import web
 from keys.constants import PROTOCOL_VERSION
 from keys.identity import format_fingerprint
 
+from ..constants import RETRY_DAMAGED, RETRY_DISK_FULL, RETRY_UNAVAILABLE
+from ..db import Unavailable
 from ..httputil import json_response
 from ..metrics import Metrics
 from ..openapi import openapi_document
@@ -14,12 +16,25 @@ from ..context import RELAY
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 ``ok``; 503 ``draining``, ``damaged`` (a corruption error was seen: writes are
+    refused) or ``disk-full`` (until there is room again), each with Retry-After."""
     relay = request.app[RELAY]
-    await relay.store.ping()
-    body = {"status": "draining" if relay.draining else "ok"}
+    health = relay.store.db.health
+    try:
+        await relay.store.ping()
+    except Unavailable:
+        if health.status == "ok":                  # closing, or a failure that is not damage
+            raise
+    status = "draining" if relay.draining else health.status
+    body = {"status": status}
+    if status == "damaged":
+        body["reason"] = health.damaged
     if relay.cluster.size > 1:
         body["worker"] = relay.cluster.index       # which process answered, for operators
-    return json_response(body, status=503 if relay.draining else 200)
+    if status == "ok":
+        return json_response(body)
+    retry = {"damaged": RETRY_DAMAGED, "disk-full": RETRY_DISK_FULL}.get(status, RETRY_UNAVAILABLE)
+    return json_response(body, status=503, headers={"Retry-After": str(retry)})
 
 
 def worker_metrics(relay) -> dict:
