@@ -141,10 +141,11 @@ class RunningRelay:
         return token
 
     def files(self) -> dict[str, bytes]:
-        """Every file under the data folder and its content (relative path -> bytes)."""
+        """Every file under the data folder and its content (relative path -> bytes), but -shm."""
         out = {}
         for path in sorted(self.data_dir.rglob("*")):
-            if path.is_file():
+            # -shm is SQLite's shared-memory index, rewritten by any reader or checkpoint: not data.
+            if path.is_file() and not path.name.endswith("-shm"):
                 out[str(path.relative_to(self.data_dir))] = path.read_bytes()
         return out
 
