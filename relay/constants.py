@@ -41,3 +41,7 @@ ANON_RATE_BURST = 60
 SHUTDOWN_GRACE = 10 * SECOND
 #: then seconds push WebSockets and overdue requests get before they are cancelled
 CLOSE_GRACE = 1 * SECOND
+
+#: how often a relay process looks at its key files for a rotation at most (two stat calls);
+#: GET /v1/relay looks every time, so a client never hears of a key the relay does not use yet
+KEY_RECHECK = 0.5

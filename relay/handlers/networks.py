@@ -98,7 +98,7 @@ async def get_log(request: web.Request) -> web.Response:
     more = bool(rows) and rows[-1].seq < head["seq"]
     # A signed, dated head: a relay hiding newer entries must sign a fresh head that omits
     # them, which the entries' own times later contradict (keys/log_head.py).
-    signed = make_log_head(relay.key, network=state.genesis_hash, seq=roster.seq,
+    signed = make_log_head(relay.key_for(state), network=state.genesis_hash, seq=roster.seq,
                            head_hash=roster.head_hash, time=relay.now())
     body = (b'{"entries":[' + entries + b'],"head":' + canonical(head)
             + b',"signed_head":' + canonical(signed)
