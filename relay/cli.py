@@ -241,11 +241,10 @@ def rotate_key(show_status, retire, force, data_dir, config) -> None:
     data = settings.data_path
     try:
         held = load_relay_keys(data)
+        named = asyncio.run(network_keys(data))      # before anything changes
         if not (show_status or retire):
-            new = rotate(data)
-            _rotated(new.public, held[0].public, asyncio.run(network_keys(data)))
+            _rotated(rotate(data).public, held[0].public, named)
             return
-        named = asyncio.run(network_keys(data))
     except RotationRefused as exc:
         _fail(f"{exc}: {_fp(held[1].public)}",
               hint="run 'comity-relay rotate-key --status', then '--retire' once every network "

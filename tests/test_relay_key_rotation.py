@@ -195,3 +195,24 @@ def test_a_whole_rotation_without_a_restart(tmp_path):
         assert signer(outputs["after"], "delivered") == new
     finally:
         relay.stop()
+
+
+def test_a_running_relay_takes_up_a_rotation_and_a_retirement_without_a_restart(prepared):
+    from relay.constants import KEY_RECHECK
+    from relay.keyring import RelayKeys
+    from relay.relaykey import retire, rotate
+
+    now = [0.0]
+    keys = RelayKeys(prepared, clock=lambda: now[0])
+    (first,) = keys.held()
+    new = rotate(prepared)
+    assert [k.public for k in keys.held()] == [first.public]      # looked less than KEY_RECHECK ago
+    assert [k.public for k in keys.held(now=True)] == [new.public, first.public]   # GET /v1/relay
+    assert keys.for_log(first.public).public == first.public      # a network still on the old key
+    assert keys.for_log(new.public).public == new.public
+    retire(prepared)
+    now[0] += KEY_RECHECK
+    assert [k.public for k in keys.held()] == [new.public]
+    # A network whose key was retired by force: the newest signs, so its admin can name it.
+    assert keys.for_log(first.public).public == new.public
+    assert "seed" not in repr(keys) and first.seed().hex() not in repr(keys)
