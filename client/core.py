@@ -248,7 +248,7 @@ class Core:
         verifier = self._local_verifier(row)
         relay.use_log(row.genesis_hash, verifier)
         if row.relay_key not in held:
-            row, relay = await self._follow_relay_key(row, held[0], verifier)
+            row, relay = await self._follow_relay_key(row, held, verifier)
         if row.status == "pending":
             await self._sync_pending(row, relay, verifier)
             row = self._settle_relay_key(row, relay, verifier, held)
@@ -273,10 +273,12 @@ class Core:
             raise NotAMember(f"you are no longer an active member of {name}")
         return row, relay, verifier
 
-    async def _follow_relay_key(self, row: NetworkRow, presented: str,
+    async def _follow_relay_key(self, row: NetworkRow, held: list[str],
                                 verifier: LogVerifier) -> tuple[NetworkRow, RelayClient]:
-        """The relay presents another key than the one pinned: the same relay after a key
-        rotation if, and only if, the network's signed log now names that key."""
+        """The relay no longer holds the pinned key: the same relay after a key rotation if,
+        and only if, the network's signed log now names a key it holds (``held``, newest
+        first; two during a rotation)."""
+        presented = held[0]
         mismatch = RelayMismatch(
             f"the relay at {row.relay_url} has key {_fp(presented)}, not the pinned "
             f"{_fp(row.relay_key)}, and the {row.name} membership log does not name it",
@@ -294,11 +296,13 @@ class Core:
             raise mismatch from None
         except NotAMember:
             pass                      # still pending: the log we could read decides below
-        if verifier.seq < 0 or verifier.roster.relay_key.b64() != presented:
+        named = verifier.roster.relay_key.b64() if verifier.seq >= 0 else None
+        if named not in held:
             raise mismatch
         # The administrators signed the new key into the log: pin it from now on.
-        row = replace(row, relay_key=presented)
+        row = replace(row, relay_key=named)
         self.state.add_network(row)
+        relay.relay_key = named
         return row, relay
 
     def _settle_relay_key(self, row: NetworkRow, relay: RelayClient, verifier: LogVerifier,

@@ -216,3 +216,40 @@ def test_a_running_relay_takes_up_a_rotation_and_a_retirement_without_a_restart(
     # A network whose key was retired by force: the newest signs, so its admin can name it.
     assert keys.for_log(first.public).public == new.public
     assert "seed" not in repr(keys) and first.seed().hex() not in repr(keys)
+
+
+# -- what a client believes of GET /v1/relay ------------------------------------------------------
+
+@pytest.mark.parametrize("answer", [
+    {"relay_keys": "AAAA"},                                    # not a list
+    {"relay_keys": []},                                        # none
+    {"relay_keys": ["OTHER", "NEWEST"]},                       # the newest must come first
+    {"relay_keys": ["NEWEST", "OTHER", "THIRD"]},              # at most two
+    {"relay_keys": ["NEWEST", "not a key"]},
+])
+async def test_a_client_refuses_a_key_list_of_the_wrong_shape(answer):
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from client.errors import TrustError
+    from client.relay_client import RelayClient
+    from keys.identity import IdentityKey
+
+    names = {name: IdentityKey.generate().public.b64() for name in ("NEWEST", "OTHER", "THIRD")}
+    keys = answer["relay_keys"]
+    body = {"relay_key": names["NEWEST"], "protocol": 1,
+            "relay_keys": [names.get(k, k) for k in keys] if isinstance(keys, list) else keys}
+
+    async def relay_info(request):
+        return web.json_response(body)
+    app = web.Application()
+    app.router.add_get("/v1/relay", relay_info)
+    async with TestServer(app) as server, aiohttp.ClientSession() as session:
+        client = RelayClient(str(server.make_url("")), session)
+        with pytest.raises(TrustError, match="presents no valid relay key"):
+            await client.presented_keys()
+        body["relay_keys"] = [names["NEWEST"], names["OTHER"]]
+        assert await client.presented_keys() == [names["NEWEST"], names["OTHER"]]
+        del body["relay_keys"]                     # a relay from before rotations: one key
+        assert await client.presented_keys() == [names["NEWEST"]]
