@@ -18,7 +18,7 @@ import os
 import time
 from pathlib import Path
 
-from keys.identity import IdentityKey, IdentityPublicKey
+from keys.identity import IdentityKey, IdentityPublicKey, format_fingerprint
 
 from .constants import KEY_RECHECK
 from .relaykey import PREVIOUS_KEY_FILE, RELAY_KEY_FILE, KeyFileError, load_relay_keys
@@ -50,7 +50,7 @@ class RelayKeys:
         return held
 
     def __repr__(self) -> str:
-        return f"RelayKeys({[k.public.b64() for k in self._keys]})"     # public halves only
+        return f"RelayKeys({self._keys!r})"       # IdentityKey's repr shows fingerprints only
 
     def _stamps(self) -> tuple:
         return (_stamp(self._dir / RELAY_KEY_FILE), _stamp(self._dir / PREVIOUS_KEY_FILE))
@@ -70,7 +70,8 @@ class RelayKeys:
             log.warning("cannot reload the relay keys: %s", type(exc).__name__)
             return
         self._stamp, self._keys = stamp, keys
-        log.info("relay keys reloaded: %s", ", ".join(k.public.b64() for k in keys))
+        log.info("relay keys reloaded: %s",
+                 ", ".join(format_fingerprint(k.public.fingerprint()) for k in keys))
 
     def held(self, *, now: bool = False) -> list[IdentityKey]:
         """Every key held, newest first."""

@@ -60,10 +60,13 @@ async def create_network(request: web.Request) -> web.Response:
 
 
 def _require_own_key(relay, named: IdentityPublicKey) -> None:
-    """A log naming another relay key would make every client refuse this relay: say so now."""
+    """A log naming another relay key would make every client refuse this relay: say so now.
+
+    Only the newest: naming a key the operator is retiring would lock the network out again.
+    """
     if named != relay.key.public:
         raise RelayError("wrong-relay-key", "the entry names relay key "
-                         f"{format_fingerprint(named.fingerprint())}, but this relay's key is "
+                         f"{format_fingerprint(named.fingerprint())}, but this relay's newest key is "
                          f"{format_fingerprint(relay.key.public.fingerprint())}")
 
 
