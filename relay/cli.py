@@ -234,6 +234,8 @@ def rotate_key(show_status, retire, force, data_dir, config) -> None:
     if show_status + retire > 1 or (force and not retire):
         _fail("use --status or --retire, and --force only with --retire", usage=True)
     settings = _relay_settings(data_dir, config)
+    from .cli_rotate import fp as _fp
+    from .cli_rotate import key_status, rotated
     from .key_rotation import network_keys
     from .relaykey import KeyFileError, RotationRefused, load_relay_keys
     from .relaykey import retire as retire_previous
@@ -243,7 +245,7 @@ def rotate_key(show_status, retire, force, data_dir, config) -> None:
         held = load_relay_keys(data)
         named = asyncio.run(network_keys(data))      # before anything changes
         if not (show_status or retire):
-            _rotated(rotate(data).public, held[0].public, named)
+            rotated(rotate(data).public, held[0].public, named)
             return
     except RotationRefused as exc:
         _fail(f"{exc}: {_fp(held[1].public)}",
@@ -255,7 +257,7 @@ def rotate_key(show_status, retire, force, data_dir, config) -> None:
         _fail(f"cannot read the data folder {settings.data_dir}: {getattr(exc, 'strerror', None) or exc}",
               hint="run this as the user the relay runs as (e.g. sudo -u comity)")
     if show_status:
-        _key_status(held, named)
+        key_status(held, named)
         return
     if len(held) < 2:
         if retire_previous(data):           # finishes a retirement a crash cut short
@@ -277,39 +279,3 @@ def rotate_key(show_status, retire, force, data_dir, config) -> None:
     click.echo(_fp(held[1].public))
     click.echo("hint: the previous key is overwritten and deleted (the running relay drops it "
                "within a second); receipts it signed stay verifiable: the logs name it", err=True)
-
-
-def _fp(public) -> str:
-    from keys.identity import format_fingerprint
-    return format_fingerprint(public.fingerprint())
-
-
-def _rotated(new, old, named) -> None:
-    click.echo(_fp(new))
-    networks = [n.network for n in named if n.relay_key == old]
-    click.echo(f"hint: the running relay takes the new key up within a second and keeps the "
-               f"previous one ({_fp(old)}) for networks that name it", err=True)
-    if networks:
-        click.echo(f"hint: send this fingerprint to the administrators of {', '.join(networks)}, "
-                   "through a channel they trust; each runs 'comity network set-relay-key "
-                   "NETWORK \"FINGERPRINT\"'", err=True)
-    click.echo("hint: 'comity-relay rotate-key --status' shows who has moved; '--retire' then "
-               "destroys the previous key", err=True)
-
-
-def _key_status(held, named) -> None:
-    """One line per network on stdout: name, which held key its log names, fingerprint."""
-    which = {held[0].public: "newest"}
-    if len(held) > 1:
-        which[held[1].public] = "previous"
-    for n in named:
-        click.echo(f"{n.network}\t{which.get(n.relay_key, 'not-held')}\t{_fp(n.relay_key)}")
-    stuck = [n.network for n in named if which.get(n.relay_key) != "newest"]
-    if len(held) < 2:
-        click.echo(f"hint: the relay holds one key, {_fp(held[0].public)}", err=True)
-    elif stuck:
-        click.echo(f"hint: {len(stuck)} network(s) do not name the newest key "
-                   f"{_fp(held[0].public)} yet", err=True)
-    else:
-        click.echo("hint: every network names the newest key: 'comity-relay rotate-key --retire' "
-                   "destroys the previous one", err=True)
