@@ -104,8 +104,9 @@ def repin(ctx: Context, name, head_hash, seq, as_json) -> None:
 def set_relay_key(ctx: Context, name, fingerprint, as_json) -> None:
     """Name the relay's new key in network NAME's membership log (administrators).
 
-    Run it after the relay operator rotated the relay key, with the new key's FINGERPRINT as
-    the operator gave it to you out of band. Members' clients then accept the relay again.
+    Run it after the relay operator rotated the relay key (comity-relay rotate-key), with the
+    new key's FINGERPRINT as the operator gave it to you out of band. From this entry on the
+    relay signs for NAME with the new key and members' clients follow it by themselves.
     """
     try:
         expected = parse_fingerprint(fingerprint)

@@ -244,14 +244,14 @@ class Core:
         key the log has replaced (or never named) is another relay (``RelayMismatch``).
         """
         row, relay = self.relay_for(name)
-        presented = await relay.presented_key()
+        held = await relay.presented_keys()
         verifier = self._local_verifier(row)
         relay.use_log(row.genesis_hash, verifier)
-        if presented != row.relay_key:
-            row, relay = await self._follow_relay_key(row, presented, verifier)
+        if row.relay_key not in held:
+            row, relay = await self._follow_relay_key(row, held, verifier)
         if row.status == "pending":
             await self._sync_pending(row, relay, verifier)
-            self._require_logged_relay_key(row, verifier)
+            row = self._settle_relay_key(row, relay, verifier, held)
             return row, relay, verifier
         await self._authenticate(row, relay)
         try:
@@ -263,7 +263,7 @@ class Core:
             relay.forget_token(name, self.handle)
             await self._authenticate(row, relay)
             await self._sync(row, relay, verifier)
-        self._require_logged_relay_key(row, verifier)
+        row = self._settle_relay_key(row, relay, verifier, held)
         pending = self.secrets.pending_identity
         me = verifier.roster.member(self.handle)
         if pending is not None and me is not None and me.identity_key == pending.public:
@@ -273,10 +273,12 @@ class Core:
             raise NotAMember(f"you are no longer an active member of {name}")
         return row, relay, verifier
 
-    async def _follow_relay_key(self, row: NetworkRow, presented: str,
+    async def _follow_relay_key(self, row: NetworkRow, held: list[str],
                                 verifier: LogVerifier) -> tuple[NetworkRow, RelayClient]:
-        """The relay presents another key than the one pinned: the same relay after a key
-        rotation if, and only if, the network's signed log now names that key."""
+        """The relay no longer holds the pinned key: the same relay after a key rotation if,
+        and only if, the network's signed log now names a key it holds (``held``, newest
+        first; two during a rotation)."""
+        presented = held[0]
         mismatch = RelayMismatch(
             f"the relay at {row.relay_url} has key {_fp(presented)}, not the pinned "
             f"{_fp(row.relay_key)}, and the {row.name} membership log does not name it",
@@ -294,12 +296,30 @@ class Core:
             raise mismatch from None
         except NotAMember:
             pass                      # still pending: the log we could read decides below
-        if verifier.seq < 0 or verifier.roster.relay_key.b64() != presented:
+        named = verifier.roster.relay_key.b64() if verifier.seq >= 0 else None
+        if named not in held:
             raise mismatch
         # The administrators signed the new key into the log: pin it from now on.
-        row = replace(row, relay_key=presented)
+        row = replace(row, relay_key=named)
         self.state.add_network(row)
+        relay.relay_key = named
         return row, relay
+
+    def _settle_relay_key(self, row: NetworkRow, relay: RelayClient, verifier: LogVerifier,
+                          held: list[str], *, save: bool = True) -> NetworkRow:
+        """Pin the key the log names today if the relay holds it, else refuse the relay.
+
+        During a key rotation the relay holds the old and the new key: once an administrator
+        names the new one in the log, we follow it, as we would a relay that holds only it.
+        """
+        named = verifier.roster.relay_key.b64() if verifier.seq >= 0 else row.relay_key
+        if named != row.relay_key and named in held:
+            row = replace(row, relay_key=named)
+            if save:
+                self.state.add_network(row)
+            relay.relay_key = named       # same connection and tokens; statements now under it
+        self._require_logged_relay_key(row, verifier)
+        return row
 
     def _require_logged_relay_key(self, row: NetworkRow, verifier: LogVerifier) -> None:
         """The relay we talk to must hold the key the log names today, not a replaced one."""

@@ -95,22 +95,25 @@ class NetworksMixin(Core):
         if self.state.network(invite.network) is not None:
             raise UsageError(f"this identity has already joined or enrolled in {invite.network}")
         relay = self.relay(invite.relay_url, None)
-        info = await relay.info()
-        relay_key = IdentityPublicKey.from_b64(info["relay_key"])
-        if relay_key.fingerprint() != invite.relay_fingerprint:
+        held = await relay.presented_keys()
+        # During a key rotation the relay holds two keys: the invite names one of them.
+        pinned = next((key for key in held
+                       if IdentityPublicKey.from_b64(key).fingerprint() == invite.relay_fingerprint), None)
+        if pinned is None:
+            relay_key = IdentityPublicKey.from_b64(held[0])
             raise RelayMismatch(
                 f"the relay at {invite.relay_url} has fingerprint {format_fingerprint(relay_key.fingerprint())}, "
                 f"but the invite names {format_fingerprint(invite.relay_fingerprint)}",
                 hint="do not enroll; tell the administrator who sent the invite")
-        relay.relay_key = info["relay_key"]
-        row = NetworkRow(invite.network, invite.relay_url, info["relay_key"], b64e(invite.network_hash),
+        relay.relay_key = pinned
+        row = NetworkRow(invite.network, invite.relay_url, pinned, b64e(invite.network_hash),
                          "pending", self.now(), 0)
         # Verify the log from the invite's genesis hash before trusting anything in it.
         verifier = self._local_verifier(row)
         await self._sync(row, relay, verifier, invite_id=b64e(invite.invite_id))
         if verifier.seq < 0:
             raise ClientError("the relay served an empty log for this network")
-        self._require_logged_relay_key(row, verifier)
+        row = self._settle_relay_key(row, relay, verifier, held, save=False)
         request = make_enrollment_request(invite, self.identity, self.key_record(self.secrets.current()))
         await relay.enroll(invite.network, request)
         self.state.add_network(row)

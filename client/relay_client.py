@@ -37,6 +37,8 @@ TOKEN_MARGIN = 60
 #: the relay's receipt: about 1.2 MB) or a full log page (500 entries, about 2 MB)
 ANSWER_OVERHEAD = 4 * 1024 * 1024
 MAX_ANSWER_BYTES = 4 * -(-MAX_MESSAGE_BYTES // 3) + ANSWER_OVERHEAD
+#: keys a relay may present at once: its newest and the one before a rotation
+MAX_RELAY_KEYS = 2
 #: an error answer is one short JSON object; a longer one is read no further
 MAX_ERROR_BYTES = 64 * 1024
 #: bytes read from the connection at a time
@@ -125,19 +127,33 @@ class RelayClient:
         return info
 
     async def presented_key(self) -> str:
-        """The key the relay at this URL says it holds, asked afresh each time (the operator
-        may rotate it while a client runs).
+        """The newest key the relay at this URL says it holds (the one a new network or a
+        ``set-relay-key`` entry names), asked afresh each time."""
+        return (await self.presented_keys())[0]
 
-        Anyone can present any public key: it counts only once the network's signed
+    async def presented_keys(self) -> list[str]:
+        """Every key the relay at this URL says it holds, newest first, asked afresh each
+        time (the operator may rotate its key while a client runs; during a rotation it
+        holds two).
+
+        Anyone can present any public key: one counts only once the network's signed
         membership log names it (client/core.py ``connect``).
         """
         answer = await self._request("GET", "/v1/relay")
-        key = answer.get("relay_key") if isinstance(answer, dict) else None
+        if not isinstance(answer, dict):
+            raise TrustError(f"the relay at {self.url} presents no valid relay key")
+        newest = answer.get("relay_key")
+        # A relay from before rotations (no relay_keys) holds one key.
+        keys = answer.get("relay_keys", [newest])
+        if not isinstance(keys, list) or not keys or keys[0] != newest \
+                or len(keys) > MAX_RELAY_KEYS:
+            raise TrustError(f"the relay at {self.url} presents no valid relay key")
         try:
-            IdentityPublicKey.from_b64(key)
+            for key in keys:
+                IdentityPublicKey.from_b64(key)
         except KeysError:
             raise TrustError(f"the relay at {self.url} presents no valid relay key") from None
-        return key
+        return keys
 
     def use_log(self, genesis_hash: str, verifier: LogVerifier) -> None:
         """Check this network's relay receipts against the relay keys its verified log names."""

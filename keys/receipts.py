@@ -334,8 +334,6 @@ def _one_chain(by_hash: dict[bytes, dict]) -> list[dict]:
                 raise _fail("chain-mismatch", f"evidence records disagree on {name}")
         if record is root:
             continue
-        if "relay_key" in record and record["relay_key"] != root["relay_key"]:
-            raise _fail("chain-mismatch", "relay receipts of one message name different relays")
         if record["recipient"] not in root["recipients"]:
             raise _fail("chain-mismatch", f"{record['recipient']} is not a recipient of the "
                                           "message")

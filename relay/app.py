@@ -31,6 +31,7 @@ from .context import MEMBER, RELAY, Relay
 from .db import StoreError
 from .errors import RelayError
 from .handlers.ops import worker_metrics
+from .keyring import RelayKeys
 from .relaykey import ensure_data_dir, load_relay_key, load_token_secret
 from .routes import ROUTES
 from .settings import RelaySettings
@@ -202,7 +203,8 @@ def make_app(settings: RelaySettings, *, clock=time.time,
         data = settings.data_path
         ensure_data_dir(data)
         store = await Store.open(data / "relay.db")
-        relay = Relay(settings, store, BlobFiles(data / "blobs"), load_relay_key(data),
+        load_relay_key(data)                # creates it on first start
+        relay = Relay(settings, store, BlobFiles(data / "blobs"), RelayKeys(data),
                       load_token_secret(data), clock=clock, cluster=cluster)
         relay.anon_limiter = RateLimiter(ANON_RATE_PER_SECOND, ANON_RATE_BURST)
         app[RELAY] = relay

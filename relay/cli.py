@@ -1,4 +1,5 @@
-"""``comity-relay``: run the relay, and mint network creation tokens.
+"""``comity-relay``: run the relay, prepare its data folder, mint network creation tokens,
+and rotate its key.
 
 Output rules: data on stdout (the listening URL and fingerprint, a token);
 everything for humans on stderr. A refusal is one ``error: ...`` line,
@@ -78,6 +79,8 @@ def _settings_options(command):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(None, "--version", package_name="comity", prog_name="comity-relay",
+                      message="%(prog)s %(version)s", help="print the version and exit")
 def main() -> None:
     """comity-relay: the store-and-forward relay of comity."""
 
@@ -115,15 +118,16 @@ def serve(config, verbose, **options) -> None:
 
 @main.command()
 @click.option("--network", required=True, help="name of the network the token may create")
-@click.option("--data-dir", default=None,
-              help="the relay's data folder [env COMITY_RELAY_DATA_DIR; default ./comity-data]")
+@click.option("--data-dir", default=None, help="the relay's data folder [env COMITY_RELAY_DATA_DIR; "
+                                               "default ./comity-data]")
 @click.option("--config", type=click.Path(dir_okay=False), envvar="COMITY_RELAY_CONFIG",
               help="TOML settings file (for its data_dir) [env COMITY_RELAY_CONFIG]")
 def token(network, data_dir, config) -> None:
     """Print a one-time token that lets an administrator create NETWORK.
 
-    Works while the relay is running. The token is valid for 24 hours and
-    creates the network once; the relay keeps only its hash.
+    Works while the relay is running, on a folder the relay has used or
+    'comity-relay init' prepared (never creates one). The token is valid for
+    24 hours and creates the network once; the relay keeps only its hash.
     """
     import re
     import time
@@ -132,19 +136,14 @@ def token(network, data_dir, config) -> None:
 
     from .db import StoreError
     from .handlers.networks import creation_token_hash
-    from .relaykey import ensure_data_dir
     from .store import Store
 
     if not re.fullmatch(NETWORK_NAME_PATTERN, network):
         _fail("network names are 3-64 lowercase letters, digits, '.' and '-'", usage=True)
-    try:
-        settings = load_settings({"data_dir": data_dir}, config=config)
-    except SettingsError as exc:
-        _fail(str(exc), usage=True)
+    settings = _relay_settings(data_dir, config)
     value = secrets.token_urlsafe(24)   # 192 bits: unguessable within its 24 hours
 
     async def add() -> None:
-        ensure_data_dir(Path(settings.data_dir))
         store = await Store.open(Path(settings.data_dir) / "relay.db")
         try:
             await store.add_creation_token(network, creation_token_hash(value),
@@ -165,11 +164,128 @@ def token(network, data_dir, config) -> None:
                "it creates the network once, within 24 hours", err=True)
 
 
+DATA_DIR_HELP = "the relay's data folder [env COMITY_RELAY_DATA_DIR; default ./comity-data]"
+CONFIG_HELP = "TOML settings file (for its data_dir) [env COMITY_RELAY_CONFIG]"
+
+
+def _relay_settings(data_dir: str | None, config: str | None):
+    """The settings of a command that works on an existing relay's data folder.
+
+    Refuses a folder that holds no relay, and creates nothing: a token or a key written
+    into a wrong folder would be one no relay honours (issue 10, item 7).
+    """
+    from .relaykey import holds_relay
+    try:
+        settings = load_settings({"data_dir": data_dir}, config=config)
+    except SettingsError as exc:
+        _fail(str(exc), usage=True)
+    if not holds_relay(settings.data_path):
+        _fail(f"{settings.data_dir} holds no comity relay (no relay.key / relay.db)",
+              hint=f"start the relay once with 'comity-relay serve --data-dir {settings.data_dir}', "
+                   "or check --data-dir / COMITY_RELAY_DATA_DIR")
+    return settings
+
+
 @main.command()
-@click.option("--data-dir", default=None,
-              help="the relay's data folder [env COMITY_RELAY_DATA_DIR; default ./comity-data]")
+@click.option("--data-dir", default=None, help=DATA_DIR_HELP)
 @click.option("--config", type=click.Path(dir_okay=False), envvar="COMITY_RELAY_CONFIG",
-              help="TOML settings file (for its data_dir) [env COMITY_RELAY_CONFIG]")
+              help=CONFIG_HELP)
+def init(data_dir, config) -> None:
+    """Prepare a data folder before the first start: the folder, database and keys.
+
+    Prints the relay fingerprint on stdout, to hand to network administrators
+    before the relay is reachable. Running it on a prepared folder changes
+    nothing and prints the same fingerprint; 'serve' does the same on its own.
+    """
+    from .server import ServeError
+    from .supervisor import prepare
+    try:
+        settings = load_settings({"data_dir": data_dir}, config=config)
+    except SettingsError as exc:
+        _fail(str(exc), usage=True)
+    try:
+        fingerprint = prepare(settings)
+    except ServeError as exc:
+        _fail(exc.message, hint=exc.hint)
+    click.echo(f"relay fingerprint {fingerprint}")
+    click.echo(f"hint: {settings.data_dir} is ready; hand the fingerprint to the administrators "
+               "of every network you will host", err=True)
+
+
+@main.command("rotate-key")
+@click.option("--status", "show_status", is_flag=True,
+              help="list which key each network's log names; change nothing")
+@click.option("--retire", is_flag=True,
+              help="destroy the previous key once no network names it")
+@click.option("--force", is_flag=True,
+              help="with --retire: destroy it even though networks still name it")
+@click.option("--data-dir", default=None, help=DATA_DIR_HELP)
+@click.option("--config", type=click.Path(dir_okay=False), envvar="COMITY_RELAY_CONFIG",
+              help=CONFIG_HELP)
+def rotate_key(show_status, retire, force, data_dir, config) -> None:
+    """Make a new relay key; networks move to it one by one, without downtime.
+
+    Prints the new key's fingerprint on stdout. The running relay (every
+    worker) takes it up within a second and holds both keys: it signs for each
+    network with the key that network's log names, until an administrator runs
+    'comity network set-relay-key NETWORK FINGERPRINT'. --status lists which
+    networks still name the previous key; --retire destroys the previous key
+    (refused while any network names it, unless --force). One rotation at a time.
+    """
+    if show_status + retire > 1 or (force and not retire):
+        _fail("use --status or --retire, and --force only with --retire", usage=True)
+    settings = _relay_settings(data_dir, config)
+    from .cli_rotate import fp as _fp
+    from .cli_rotate import key_status, rotated
+    from .key_rotation import network_keys
+    from .relaykey import KeyFileError, RotationRefused, load_relay_keys
+    from .relaykey import retire as retire_previous
+    from .relaykey import rotate
+    data = settings.data_path
+    try:
+        held = load_relay_keys(data)
+        named = asyncio.run(network_keys(data))      # before anything changes
+        if not (show_status or retire):
+            rotated(rotate(data).public, held[0].public, named)
+            return
+    except RotationRefused as exc:
+        _fail(f"{exc}: {_fp(held[1].public)}",
+              hint="run 'comity-relay rotate-key --status', then '--retire' once every network "
+                   "names the newest key")
+    except KeyFileError as exc:
+        _fail(str(exc))
+    except (OSError, sqlite3.Error) as exc:
+        _fail(f"cannot read the data folder {settings.data_dir}: {getattr(exc, 'strerror', None) or exc}",
+              hint="run this as the user the relay runs as (e.g. sudo -u comity)")
+    if show_status:
+        key_status(held, named)
+        return
+    if len(held) < 2:
+        if retire_previous(data):           # finishes a retirement a crash cut short
+            click.echo("hint: finished destroying a previous key a crash left behind", err=True)
+        else:
+            click.echo("hint: the relay holds one key: nothing to retire", err=True)
+        return
+    stuck = [n.network for n in named if n.relay_key == held[1].public]
+    if stuck and not force:
+        _fail(f"{len(stuck)} network(s) still name the previous relay key {_fp(held[1].public)}: "
+              + ", ".join(stuck),
+              hint=f"their administrators run 'comity network set-relay-key NETWORK "
+                   f"\"{_fp(held[0].public)}\"'; --force retires it anyway and locks their "
+                   "members out until they do")
+    if stuck:
+        click.echo(f"warning: {', '.join(stuck)} still name the retired key: their members are "
+                   "locked out until an administrator runs 'comity network set-relay-key'", err=True)
+    retire_previous(data)
+    click.echo(_fp(held[1].public))
+    click.echo("hint: the previous key is overwritten and deleted (the running relay drops it "
+               "within a second); receipts it signed stay verifiable: the logs name it", err=True)
+
+
+@main.command()
+@click.option("--data-dir", default=None, help=DATA_DIR_HELP)
+@click.option("--config", type=click.Path(dir_okay=False), envvar="COMITY_RELAY_CONFIG",
+              help=CONFIG_HELP)
 @click.option("--accept-loss", is_flag=True,
               help="knowingly write off lost writes: rebase the write mark on the database as "
                    "it is, and record that in the audit log (never repairs a damaged file)")

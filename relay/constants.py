@@ -74,3 +74,6 @@ LOG_EVERY = 10 * SECOND
 #: push WebSockets one member may hold at once, per relay process: a few devices and
 #: reconnects overlapping, not thousands
 MAX_PUSH_SOCKETS_PER_MEMBER = 32
+#: how often a relay process looks at its key files for a rotation at most (two stat calls);
+#: GET /v1/relay looks every time, so a client never hears of a key the relay does not use yet
+KEY_RECHECK = 0.5

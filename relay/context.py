@@ -26,6 +26,7 @@ from .auth import Authenticator, RateLimiter
 from .blobs import BlobFiles
 from .cluster import Cluster
 from .errors import RelayError
+from .keyring import RelayKeys
 from .metrics import Metrics
 from .push import PushHub
 from .settings import RelaySettings
@@ -48,13 +49,13 @@ class NetworkState:
 
 class Relay:
     def __init__(self, settings: RelaySettings, store: Store, blobs: BlobFiles,
-                 relay_key: IdentityKey, token_secret: bytes, *, clock=time.time,
+                 keys: RelayKeys, token_secret: bytes, *, clock=time.time,
                  cluster: Cluster | None = None):
         self.settings = settings
         self.cluster = cluster or Cluster.single()
         self.store = store
         self.blobs = blobs
-        self.key = relay_key
+        self.keys = keys
         self.auth = Authenticator(token_secret, clock=clock)
         self.clock = clock
         self.hub = PushHub(self.cluster)
@@ -71,6 +72,15 @@ class Relay:
 
     def now(self) -> int:
         return int(self.clock())
+
+    @property
+    def key(self) -> IdentityKey:
+        """The newest relay key: the one new networks name."""
+        return self.keys.newest
+
+    def key_for(self, state: NetworkState) -> IdentityKey:
+        """The key that signs for this network: the one its log names at its head."""
+        return self.keys.for_log(state.roster.relay_key)
 
     # -- networks and their logs ---------------------------------------------
 

@@ -16,7 +16,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "bad-record": (400, "a signed record is malformed"),
     "bad-entry": (400, "the membership log entry was refused"),
     "bad-envelope": (400, "the envelope is malformed"),
-    "wrong-relay-key": (400, "the entry names another relay key than this relay's own"),
+    "wrong-relay-key": (400, "the entry names another relay key than this relay's newest"),
     "bad-range": (416, "the requested range is not satisfiable"),
     "unauthenticated": (401, "authentication required: send a valid bearer token"),
     "bad-token": (401, "the bearer token is invalid or expired: authenticate again"),

@@ -67,14 +67,14 @@ def run(settings: RelaySettings) -> int:
     ssl_context(settings)                      # refuse a bad certificate before forking
     lock = lock_data_dir(settings.data_path)
     try:
-        fingerprint = _prepare(settings)
+        fingerprint = prepare(settings)
         listeners = _listen(settings.host, settings.port, settings.workers)
         return _Supervisor(settings, listeners, fingerprint).run()
     finally:
         os.close(lock)
 
 
-def _prepare(settings: RelaySettings) -> str:
+def prepare(settings: RelaySettings) -> str:
     """Create or migrate the database and the relay key once, before any worker exists."""
     from .db import StoreError
     from .store import Store

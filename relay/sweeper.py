@@ -36,7 +36,7 @@ async def sweep_once(relay) -> dict:
 
             def make(prev: str, item=item, message=message, state=state) -> str:
                 return canonical(make_relay_receipt(
-                    relay.key, "not-collected", network=b64e(state.genesis_hash),
+                    relay.key_for(state), "not-collected", network=b64e(state.genesis_hash),
                     message_id=item.message_id, envelope_hash=message.envelope_hash,
                     sender=message.sender, time=now, recipient=item.recipient,
                     prev=prev)).decode("utf-8")

@@ -28,6 +28,7 @@ from relay.app import make_app
 from relay.handlers.networks import creation_token_hash
 from relay.settings import RelaySettings
 from relay.context import RELAY
+from relay.keyring import RelayKeys
 
 NETWORK = "sahel-demo"
 PASSPHRASE = "evidence test passphrase"
@@ -415,7 +416,8 @@ async def test_relay_key_rotation_old_receipts_count_until_the_entry_that_replac
     relay = members["_app"][RELAY]
     sent = await ana.send(NETWORK, ["bob"], {"type": "request", "subject": "before"}, "1")
     await bob.inbox()
-    old, relay.key = relay.key, IdentityKey.generate()          # the operator rotated the key
+    old = relay.key
+    relay.keys = RelayKeys.of(IdentityKey.generate())   # rotated by hand: the old key is gone
     with pytest.raises(RelayMismatch, match="membership log does not name it"):
         await ana.members(NETWORK)
     with pytest.raises(RelayMismatch, match="not the .* you were given"):
@@ -434,7 +436,7 @@ async def test_relay_key_rotation_old_receipts_count_until_the_entry_that_replac
     assert "was replaced at log entry" in text
     # A relay holding the old key again is refused: by bob, who pinned the new key, and by
     # carol, who never saw the new key but reads the log that names it.
-    relay.key = old
+    relay.keys = RelayKeys.of(old)
     with pytest.raises(RelayMismatch, match="does not name it"):
         await bob.members(NETWORK)
     with pytest.raises(RelayMismatch, match="membership log names relay key"):

@@ -53,7 +53,7 @@ async def submit(request: web.Request) -> web.Response:
     # log_seq: the log as this relay knew it when it accepted; a recipient counts a signature
     # by a key replaced later only if it was accepted before the replacing entry (break 2).
     receipt = make_relay_receipt(
-        relay.key, "submission-accepted", network=envelope["network"], message_id=envelope["id"],
+        relay.key_for(state), "submission-accepted", network=envelope["network"], message_id=envelope["id"],
         envelope_hash=digest, sender=member.handle, time=now, recipients=envelope["recipients"],
         log_seq=roster.seq)
     stored, created = await relay.store.submit_message(
@@ -88,7 +88,7 @@ async def _deliver(relay, state, message, handle: str) -> str:
     """Record ``handle``'s collection of ``message`` (once) and return its signed receipt."""
     def make_receipt(prev: str) -> str:
         return canonical(make_relay_receipt(
-            relay.key, "delivered", network=b64e(state.genesis_hash),
+            relay.key_for(state), "delivered", network=b64e(state.genesis_hash),
             message_id=message.message_id, envelope_hash=message.envelope_hash, sender=message.sender,
             time=relay.now(), recipient=handle, prev=prev)).decode("utf-8")
 
@@ -175,7 +175,7 @@ async def status(request: web.Request) -> web.Response:
     # Signed over the end of the chain, so an evidence bundle cannot leave a receipt out.
     chain = verify_chain(receipts)[message_id]
     statement = make_status(
-        relay.key, network=b64e(state.genesis_hash), message_id=message_id,
+        relay.key_for(state), network=b64e(state.genesis_hash), message_id=message_id,
         envelope_hash=result.message.envelope_hash, sender=result.message.sender, time=relay.now(),
         chain_head=evidence_hash(chain[-1]), log_head=state.roster.head())
     return json_response({"id": message_id, "recipients": recipients, "receipts": receipts,

@@ -60,10 +60,13 @@ async def create_network(request: web.Request) -> web.Response:
 
 
 def _require_own_key(relay, named: IdentityPublicKey) -> None:
-    """A log naming another relay key would make every client refuse this relay: say so now."""
+    """A log naming another relay key would make every client refuse this relay: say so now.
+
+    Only the newest: naming a key the operator is retiring would lock the network out again.
+    """
     if named != relay.key.public:
         raise RelayError("wrong-relay-key", "the entry names relay key "
-                         f"{format_fingerprint(named.fingerprint())}, but this relay's key is "
+                         f"{format_fingerprint(named.fingerprint())}, but this relay's newest key is "
                          f"{format_fingerprint(relay.key.public.fingerprint())}")
 
 
@@ -98,7 +101,7 @@ async def get_log(request: web.Request) -> web.Response:
     more = bool(rows) and rows[-1].seq < head["seq"]
     # A signed, dated head: a relay hiding newer entries must sign a fresh head that omits
     # them, which the entries' own times later contradict (keys/log_head.py).
-    signed = make_log_head(relay.key, network=state.genesis_hash, seq=roster.seq,
+    signed = make_log_head(relay.key_for(state), network=state.genesis_hash, seq=roster.seq,
                            head_hash=roster.head_hash, time=relay.now())
     body = (b'{"entries":[' + entries + b'],"head":' + canonical(head)
             + b',"signed_head":' + canonical(signed)

@@ -66,9 +66,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def relay_info(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
+    held = relay.keys.held(now=True)        # a rotation is visible here at once
     return json_response({
-        "relay_key": relay.key.public.b64(),
-        "fingerprint": format_fingerprint(relay.key.public.fingerprint()),
+        "relay_key": held[0].public.b64(),
+        "fingerprint": format_fingerprint(held[0].public.fingerprint()),
+        # Newest first; two during a rotation. Clients believe a key only once a log names it.
+        "relay_keys": [key.public.b64() for key in held],
         "protocol": PROTOCOL_VERSION,
     })
 

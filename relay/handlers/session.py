@@ -4,7 +4,8 @@ POST /v1/networks/{network}/auth/challenge  {"handle"}                         -
 POST /v1/networks/{network}/auth/token      {"handle", "challenge", "signature"} -> {"token", "expires"}
 
 The signature is by the member's identity key, purpose ``auth``, over
-``{"challenge", "handle", "network": genesis hash, "relay": relay public key}``.
+``{"challenge", "handle", "network": genesis hash, "relay": relay public key}``, the
+relay key being any of those the relay holds (two during a key rotation).
 Challenges are derived, not stored (relay/auth.py), so issuing one costs an
 HMAC and spends no per-address budget. A token request that fails spends the
 client address's anonymous budget and, while some is left, is audited; one
@@ -46,8 +47,8 @@ async def token(request: web.Request) -> web.Response:
         found = relay.auth.check_challenge(network, handle, text)
         if member is None or not member.active:
             raise RelayError("not-a-member")
-        statement = auth_statement(found.raw, handle, state.genesis_hash, relay.key.public.raw)
-        member.identity_key.verify(AUTH_PURPOSE, statement, body["signature"])
+        _verify_signed_for_us(relay, member, found.raw, handle, state.genesis_hash,
+                              body["signature"])
     except (RelayError, KeysError) as exc:
         await _refuse(relay, request, network, handle, text, exc)
     # A replay is a failure like any other: checked before the member's budget is spent, so
@@ -63,6 +64,24 @@ async def token(request: web.Request) -> web.Response:
         await _refuse(relay, request, network, handle, text, RelayError("bad-challenge"))
     issued, expires = relay.auth.issue_token(network, handle, member.identity_key.fingerprint())
     return json_response({"token": issued, "expires": expires})
+
+
+def _verify_signed_for_us(relay: Relay, member, challenge: bytes, handle: str,
+                          genesis_hash: bytes, signature) -> None:
+    """The member signed the challenge for a key this relay holds (raises KeysError if not).
+
+    During a rotation the relay holds two keys: members pinned to the old one and an
+    administrator naming the new one both log in. At most two checks per request.
+    """
+    held = relay.keys.held()
+    for key in held:
+        statement = auth_statement(challenge, handle, genesis_hash, key.public.raw)
+        try:
+            member.identity_key.verify(AUTH_PURPOSE, statement, signature)
+            return
+        except KeysError:
+            if key is held[-1]:
+                raise
 
 
 async def _refuse(relay: Relay, request: web.Request, network: str, handle: str, text: str,
