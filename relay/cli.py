@@ -299,7 +299,8 @@ def check(data_dir, config, accept_loss) -> None:
     """
     from .datacheck import accept_loss as write_off
     from .datacheck import check_stopped
-    from .integrity import RECOVERY, Refused
+    from .integrity import RECOVERY, Refused, mark_path
+    from .relaykey import DATABASE_FILE, RELAY_KEY_FILE
     from .server import ServeError, lock_data_dir
 
     try:
@@ -307,8 +308,12 @@ def check(data_dir, config, accept_loss) -> None:
     except SettingsError as exc:
         _fail(str(exc), usage=True)
     folder = Path(settings.data_dir)
-    if not folder.is_dir():
-        _fail(f"no data folder {folder}", hint="give the relay's folder with --data-dir")
+    # Any one of these makes the folder a relay's (check then says what else is missing);
+    # none of them: a wrong --data-dir, where check must neither pass nor create a lock file.
+    database = folder / DATABASE_FILE
+    if not any(path.exists() for path in (folder / RELAY_KEY_FILE, database, mark_path(database))):
+        _fail(f"{settings.data_dir} holds no comity relay (no relay.key / relay.db)",
+              hint="give the relay's folder with --data-dir or COMITY_RELAY_DATA_DIR")
     try:
         lock = lock_data_dir(folder)            # a running relay moves the mark under us
     except ServeError as exc:

@@ -337,3 +337,18 @@ async def test_writes_queued_with_one_that_meets_damage_are_not_committed(tmp_pa
             "SELECT count(*) FROM audit WHERE at >= 2").fetchone()[0]) == 0
     finally:
         await db.close()
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty", "unrelated"])
+def test_check_refuses_a_folder_that_holds_no_relay_and_creates_nothing(tmp_path, folder):
+    """A wrong --data-dir is not a healthy relay: check must neither pass it nor write there."""
+    data = tmp_path / "data"
+    if folder != "missing":
+        data.mkdir()
+    if folder == "unrelated":
+        (data / "notes.txt").write_text("not a relay")
+    before = sorted(p.name for p in data.iterdir()) if data.exists() else None
+    done = _cli("check", "--data-dir", str(data))
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: {data} holds no comity relay"), done.stderr
+    assert (sorted(p.name for p in data.iterdir()) if data.exists() else None) == before
